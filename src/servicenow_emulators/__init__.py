@@ -1,0 +1,1 @@
+"""ServiceNow Table API and Zeebe gateway emulators, for tests, benchmarks and the demo mode."""

@@ -1,0 +1,73 @@
+"""Why a job did not succeed, as the worker's own exception tree.
+
+    WorkerError                      every failure of a job; its message never holds a credential
+    ├── InputError                   the job's inputs are wrong: fail with retries 0, nothing sent
+    │   └── ResultTooLarge           the answer would not fit into Zeebe's variables
+    ├── ServiceNowRejected           ServiceNow answered 4xx (not 408/429): fail with retries 0
+    └── ServiceNowUnavailable        408, 429, 5xx, timeouts, dropped connections, non-JSON 200:
+                                     fail with retries - 1 after a back-off
+
+Each error carries the `code` that an `errorExpression` sees as `error.code`: the HTTP status as a
+string, or one of the worker's own codes below.
+"""
+
+from typing import Any, Final
+
+INVALID_INPUT: Final = "INVALID_INPUT"
+TIMEOUT: Final = "TIMEOUT"
+CONNECTION_ERROR: Final = "CONNECTION_ERROR"
+INVALID_RESPONSE: Final = "INVALID_RESPONSE"
+RESULT_TOO_LARGE: Final = "RESULT_TOO_LARGE"
+AUTH_FAILED: Final = "AUTH_FAILED"
+
+
+class WorkerError(Exception):
+    """A job's failure, with a message fit for an incident and the code for `errorExpression`."""
+
+    code: str = INVALID_INPUT
+
+    def __init__(self, message: str, *, variables: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.variables: dict[str, Any] = variables or {}
+
+
+class InputError(WorkerError):
+    """An input is missing or invalid; `field` names it. No request was sent."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field} {problem}")
+        self.field = field
+
+
+class ResultTooLarge(WorkerError):
+    """ServiceNow answered, but the variables would exceed what Zeebe accepts in one message."""
+
+    code = RESULT_TOO_LARGE
+
+
+class ServiceNowRejected(WorkerError):
+    """ServiceNow refused the request for good (4xx other than 408 and 429)."""
+
+    def __init__(self, status: int, message: str, *, variables: dict[str, Any]) -> None:
+        super().__init__(message, variables=variables)
+        self.status = status
+        self.code = str(status)
+
+
+class ServiceNowUnavailable(WorkerError):
+    """A fault that may pass: the job is retried, after `retry_after` seconds when ServiceNow said."""
+
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        *,
+        status: int | None = None,
+        retry_after: float | None = None,
+        variables: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message, variables=variables)
+        self.code = code
+        self.status = status
+        self.retry_after = retry_after

@@ -1,0 +1,428 @@
+"""The job's inputs (CONTRACT §2-§3): gathered from headers and variables, then validated.
+
+Everything a BPMN author can get wrong is caught here, before a request is built, and reported as
+an `InputError` naming the field. The rules and patterns below are also what the element template
+is generated from (`template.py`), so the Modeler checks the same things the worker does.
+"""
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from enum import StrEnum
+from typing import Annotated, Any, Final, Literal, Self, TypeVar
+from urllib.parse import urlsplit
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from servicenow_worker.errors import InputError
+
+
+class Operation(StrEnum):
+    CREATE = "create"
+    READ = "read"
+    UPDATE = "update"
+    DELETE = "delete"
+
+
+ALL_OPERATIONS: Final = frozenset(Operation)
+WRITE_OPERATIONS: Final = frozenset({Operation.CREATE, Operation.UPDATE})
+
+# Input name -> the operations that use it (others ignore it), and those that require it.
+USED_BY: Final[Mapping[str, frozenset[Operation]]] = {
+    "instance": ALL_OPERATIONS,
+    "authentication": ALL_OPERATIONS,
+    "operation": ALL_OPERATIONS,
+    "table": ALL_OPERATIONS,
+    "payload": WRITE_OPERATIONS,
+    "query": frozenset({Operation.READ}),
+    "sysId": frozenset({Operation.READ, Operation.UPDATE, Operation.DELETE}),
+    "fields": ALL_OPERATIONS - {Operation.DELETE},
+    "limit": frozenset({Operation.READ}),
+    "offset": frozenset({Operation.READ}),
+    "displayValue": ALL_OPERATIONS - {Operation.DELETE},
+    "excludeReferenceLink": ALL_OPERATIONS - {Operation.DELETE},
+}
+REQUIRED_FOR: Final[Mapping[str, frozenset[Operation]]] = {
+    "payload": WRITE_OPERATIONS,
+    "sysId": frozenset({Operation.UPDATE, Operation.DELETE}),
+}
+INPUT_NAMES: Final = tuple(USED_BY)
+HEADER_ONLY_NAMES: Final = (
+    "resultVariable",
+    "resultExpression",
+    "errorExpression",
+    "retryBackoff",
+    "idempotencyField",
+)
+
+TABLE_NAME: Final = re.compile(r"[A-Za-z0-9_]{1,80}")
+# "Requested Item [sc_req_item]", the form Camunda's own ServiceNow template uses.
+TABLE_LABEL_FORM: Final = re.compile(r".*\[\s*([A-Za-z0-9_]{1,80})\s*\]\s*")
+TABLE_PATTERN: Final = r"^([A-Za-z0-9_]{1,80}|.*\[\s*[A-Za-z0-9_]{1,80}\s*\]\s*)$"
+SYS_ID: Final = re.compile(r"[A-Za-z0-9._-]{1,255}")
+SYS_ID_PATTERN: Final = r"^(?!\.{1,2}$)[A-Za-z0-9._-]{1,255}$"
+INSTANCE_NAME: Final = re.compile(r"[A-Za-z0-9-]{1,63}")
+FIELD_NAME: Final = re.compile(r"[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*")
+FIELDS_PATTERN: Final = r"^\s*[A-Za-z0-9_.]+(\s*,\s*[A-Za-z0-9_.]+)*\s*$"
+VARIABLE_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+DEFAULT_LIMIT: Final = 100
+DEFAULT_RETRY_BACKOFF: Final = timedelta(seconds=30)
+DISPLAY_VALUES: Final = ("false", "true", "all")
+M = TypeVar("M", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class InputRules:
+    """What the operator allows (from settings), applied while validating a job's inputs."""
+
+    url_template: str
+    allowed_hosts: tuple[str, ...]
+    max_limit: int
+
+    @property
+    def needs_instance(self) -> bool:
+        return "{instance}" in self.url_template
+
+
+def gather_inputs(headers: Mapping[str, Any], variables: Mapping[str, Any]) -> dict[str, Any]:
+    """Pick each input from its header, else its variable; an empty string counts as absent."""
+    if _present(headers.get("authentication")):
+        raise InputError(
+            "authentication",
+            "must come from an input mapping (a variable), never from a task header",
+        )
+    gathered: dict[str, Any] = {}
+    for name in INPUT_NAMES:
+        for source in (headers, variables):
+            value = source.get(name)
+            if _present(value):
+                gathered[name] = value
+                break
+    return gathered
+
+
+def _present(value: Any) -> bool:
+    return value is not None and value != ""
+
+
+class BasicAuthentication(BaseModel):
+    """ServiceNow user and password, sent as HTTP basic authentication."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    type: Literal["basic"] = "basic"
+    username: Annotated[str, Field(min_length=1)]
+    password: Annotated[SecretStr, Field(min_length=1)]
+
+
+Authentication = BasicAuthentication
+
+
+class RecordRequest(BaseModel):
+    """A job's validated inputs: everything needed to build one Table API request."""
+
+    model_config = ConfigDict(frozen=True, populate_by_name=True, extra="forbid")
+
+    base_url: str = ""
+    instance: str | None = None
+    authentication: Authentication
+    operation: Operation
+    table: str
+    payload: dict[str, Any] | None = None
+    query: str | None = None
+    sys_id: str | None = Field(default=None, alias="sysId")
+    fields: tuple[str, ...] | None = None
+    limit: int = DEFAULT_LIMIT
+    offset: int = 0
+    display_value: Literal["false", "true", "all"] | None = Field(
+        default=None, alias="displayValue"
+    )
+    exclude_reference_link: bool | None = Field(default=None, alias="excludeReferenceLink")
+
+    @field_validator("authentication", mode="before")
+    @classmethod
+    def _authentication_object(cls, value: Any) -> Any:
+        if not isinstance(value, Mapping):
+            raise ValueError('must be an object such as {"type": "basic", "username": …}')
+        kind = value.get("type") or "basic"
+        if kind != "basic":
+            raise ValueError(f"has type {kind!r}, which is not supported; use basic")
+        return {**value, "type": kind}
+
+    @field_validator("operation", mode="before")
+    @classmethod
+    def _operation_any_case(cls, value: Any) -> Any:
+        if (
+            not isinstance(value, str)
+            or value.strip().lower() not in Operation.__members__.values()
+        ):
+            raise ValueError(f"must be one of create, read, update, delete (got {value!r})")
+        return value.strip().lower()
+
+    @field_validator("table", mode="before")
+    @classmethod
+    def _table_name(cls, value: Any) -> str:
+        if isinstance(value, str):
+            text = value.strip()
+            if TABLE_NAME.fullmatch(text):
+                return text
+            label_form = TABLE_LABEL_FORM.fullmatch(text)
+            if label_form:
+                return label_form.group(1)
+        raise ValueError(
+            f"must be a table name of letters, digits and _ such as incident, "
+            f"or the form 'Incident [incident]' (got {value!r})"
+        )
+
+    @field_validator("payload", mode="before")
+    @classmethod
+    def _payload_object(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except ValueError as error:
+                raise ValueError(f"is not valid JSON: {error.args[0]}") from None
+        if not isinstance(value, dict):
+            raise ValueError(
+                'must be a JSON object of record fields, e.g. {"short_description": "…"}'
+            )
+        return value
+
+    @field_validator("query", mode="before")
+    @classmethod
+    def _query_text(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            raise ValueError("must be an encoded query string such as active=true^priority=1")
+        return value
+
+    @field_validator("sys_id", mode="before")
+    @classmethod
+    def _sys_id(cls, value: Any) -> Any:
+        if not isinstance(value, str) or not SYS_ID.fullmatch(value) or value in {".", ".."}:
+            raise ValueError(
+                f"must be a record's sys_id: letters, digits, '.', '_' or '-' (got {value!r})"
+            )
+        return value
+
+    @field_validator("fields", mode="before")
+    @classmethod
+    def _field_list(cls, value: Any) -> Any:
+        names = value.split(",") if isinstance(value, str) else value
+        if not isinstance(names, list | tuple) or not all(isinstance(n, str) for n in names):
+            raise ValueError("must be a comma-separated list of field names, e.g. number,state")
+        cleaned = tuple(name.strip() for name in names if name.strip())
+        bad = [name for name in cleaned if not FIELD_NAME.fullmatch(name)]
+        if bad or not cleaned:
+            raise ValueError(
+                f"must hold field names such as number or caller_id.name (got {value!r})"
+            )
+        return cleaned
+
+    @field_validator("limit", mode="before")
+    @classmethod
+    def _limit_in_range(cls, value: Any, info: ValidationInfo) -> int:
+        rules = _rules(info)
+        limit = _integer(value)
+        if limit is None or not 1 <= limit <= rules.max_limit:
+            raise ValueError(f"must be an integer from 1 to {rules.max_limit} (got {value!r})")
+        return limit
+
+    @field_validator("offset", mode="before")
+    @classmethod
+    def _offset_not_negative(cls, value: Any) -> int:
+        offset = _integer(value)
+        if offset is None or offset < 0:
+            raise ValueError(f"must be an integer of 0 or more (got {value!r})")
+        return offset
+
+    @field_validator("display_value", mode="before")
+    @classmethod
+    def _display_value(cls, value: Any) -> Any:
+        text = str(value).lower() if isinstance(value, str | bool) else None
+        if text not in DISPLAY_VALUES:
+            raise ValueError(f"must be false, true or all (got {value!r})")
+        return text
+
+    @field_validator("exclude_reference_link", mode="before")
+    @classmethod
+    def _boolean(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in {"true", "false"}:
+            return value.lower() == "true"
+        raise ValueError(f"must be true or false (got {value!r})")
+
+    @model_validator(mode="after")
+    def _operation_rules(self, info: ValidationInfo) -> Self:
+        rules = _rules(info)
+        present = {
+            "payload": self.payload is not None,
+            "sysId": self.sys_id is not None,
+        }
+        for name, operations in REQUIRED_FOR.items():
+            if self.operation in operations and not present[name]:
+                raise InputError(name, f"is required for {self.operation}")
+        if self.operation is Operation.READ and self.sys_id is not None and self.query is not None:
+            raise InputError(
+                "query",
+                "cannot be combined with sysId: give sysId for one record or query for a list",
+            )
+        base_url = resolve_base_url(self.instance, rules)
+        object.__setattr__(self, "base_url", base_url)
+        return self
+
+
+def _rules(info: ValidationInfo) -> InputRules:
+    rules = info.context
+    if not isinstance(rules, InputRules):
+        raise TypeError("RecordRequest is validated with InputRules as its context")
+    return rules
+
+
+def _integer(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and re.fullmatch(r"\s*-?\d{1,9}\s*", value):
+        return int(value)
+    return None
+
+
+def resolve_base_url(instance: str | None, rules: InputRules) -> str:
+    """Where the calls go: the URL template, filled with a bare instance name, or an allowed URL."""
+    if instance is None:
+        if rules.needs_instance:
+            raise InputError(
+                "instance",
+                "is required: the instance name (dev12345) or its URL (https://acme.service-now.com)",
+            )
+        return rules.url_template
+    instance = instance.strip()
+    if INSTANCE_NAME.fullmatch(instance):
+        base_url = rules.url_template.replace("{instance}", instance.lower())
+    else:
+        base_url = _allowed_instance_url(instance, rules.allowed_hosts)
+    return base_url if rules.needs_instance else rules.url_template
+
+
+def _allowed_instance_url(instance: str, allowed_hosts: tuple[str, ...]) -> str:
+    try:
+        parts = urlsplit(instance)
+        port = parts.port
+    except ValueError:
+        parts, port = None, None
+    if (
+        parts is None
+        or parts.scheme != "https"
+        or not parts.hostname
+        or parts.username is not None
+        or parts.password is not None
+        or parts.path not in {"", "/"}
+        or parts.query
+        or parts.fragment
+        or not re.fullmatch(r"[a-z0-9.-]+", parts.hostname)
+    ):
+        raise InputError(
+            "instance",
+            "must be an instance name such as dev12345, or https://host[:port] with no path",
+        )
+    host = parts.hostname
+    if not any(_host_matches(host, pattern) for pattern in allowed_hosts):
+        raise InputError(
+            "instance",
+            f"names host {host}, which is not allowed; the operator allows {', '.join(allowed_hosts)} "
+            "(setting SERVICENOW_ALLOWED_HOSTS)",
+        )
+    return f"https://{host}" + (f":{port}" if port is not None else "")
+
+
+def _host_matches(host: str, pattern: str) -> bool:
+    if pattern.startswith("*."):
+        return host.endswith(pattern[1:]) and len(host) > len(pattern) - 1
+    return host == pattern
+
+
+class OutputOptions(BaseModel):
+    """The task headers that only headers carry (CONTRACT §3)."""
+
+    model_config = ConfigDict(frozen=True, populate_by_name=True, extra="ignore")
+
+    result_variable: str | None = Field(default=None, alias="resultVariable")
+    result_expression: str | None = Field(default=None, alias="resultExpression")
+    error_expression: str | None = Field(default=None, alias="errorExpression")
+    retry_backoff: timedelta = Field(default=DEFAULT_RETRY_BACKOFF, alias="retryBackoff")
+    idempotency_field: str | None = Field(default=None, alias="idempotencyField")
+
+    @field_validator("result_variable")
+    @classmethod
+    def _variable_name(cls, value: str) -> str:
+        if not VARIABLE_NAME.fullmatch(value):
+            raise ValueError(f"must be a process variable name such as incident (got {value!r})")
+        return value
+
+    @field_validator("retry_backoff", mode="before")
+    @classmethod
+    def _iso_duration(cls, value: Any) -> Any:
+        if not isinstance(value, str) or not value.upper().startswith("P"):
+            raise ValueError(f"must be an ISO-8601 duration such as PT30S (got {value!r})")
+        return value
+
+    @field_validator("idempotency_field")
+    @classmethod
+    def _field_name(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9_]+", value):
+            raise ValueError(f"must be a field name such as correlation_id (got {value!r})")
+        return value
+
+
+def parse_output_options(headers: Mapping[str, Any]) -> OutputOptions:
+    """Validate the header-only options; empty headers count as absent."""
+    present = {name: headers[name] for name in HEADER_ONLY_NAMES if _present(headers.get(name))}
+    return _validated(OutputOptions, present, None)
+
+
+def parse_record_request(raw: Mapping[str, Any], rules: InputRules) -> RecordRequest:
+    """Validate gathered inputs (secrets already resolved) into a `RecordRequest`."""
+    return _validated(RecordRequest, raw, rules)
+
+
+def _validated(model: type[M], raw: Mapping[str, Any], rules: InputRules | None) -> M:
+    try:
+        return model.model_validate(raw, context=rules)
+    except ValidationError as error:
+        raise _input_error(model, error) from None
+
+
+def _input_error(model: type[BaseModel], error: ValidationError) -> InputError:
+    # Report the first problem only: one clear message beats a list that buries it.
+    first = error.errors(include_url=False, include_input=False)[0]
+    location = [str(part) for part in first["loc"]]
+    field = _alias(model, location[0]) if location else "input"
+    name = ".".join([field, *location[1:]])
+    ctx_error = (first.get("ctx") or {}).get("error")
+    if isinstance(ctx_error, InputError):
+        return ctx_error
+    if first["type"] == "missing":
+        return InputError(name, "is required")
+    if isinstance(ctx_error, ValueError):
+        return InputError(name, str(ctx_error))
+    return InputError(name, f"is invalid: {first['msg']}")
+
+
+def _alias(model: type[BaseModel], field: str) -> str:
+    info = model.model_fields.get(field)
+    return info.alias if info is not None and info.alias else field

@@ -1,0 +1,133 @@
+"""The worker's settings, read from the environment once at start (the only reader of it)."""
+
+import os
+import re
+import socket
+from pathlib import Path
+from typing import Annotated, Literal, Self
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+HOST_PATTERN = re.compile(
+    r"^(\*\.)?[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$"
+)
+
+
+class Settings(BaseSettings):
+    """Every setting, named as its environment variable (case-insensitive)."""
+
+    model_config = SettingsConfigDict(frozen=True, extra="ignore", case_sensitive=False)
+
+    # Zeebe connection (CONTRACT §7; Camunda's own variable names).
+    zeebe_address: str = "localhost:26500"
+    zeebe_client_id: str | None = Field(
+        default=None, validation_alias=AliasChoices("ZEEBE_CLIENT_ID", "CAMUNDA_CLIENT_ID")
+    )
+    zeebe_client_secret: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("ZEEBE_CLIENT_SECRET", "CAMUNDA_CLIENT_SECRET")
+    )
+    zeebe_authorization_server_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("ZEEBE_AUTHORIZATION_SERVER_URL", "CAMUNDA_OAUTH_URL"),
+    )
+    zeebe_token_audience: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("ZEEBE_TOKEN_AUDIENCE", "CAMUNDA_TOKEN_AUDIENCE"),
+    )
+    zeebe_token_scope: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("ZEEBE_TOKEN_SCOPE", "CAMUNDA_CREDENTIALS_SCOPES"),
+    )
+    camunda_cluster_id: str | None = None
+    camunda_cluster_region: str | None = None
+
+    # The worker's own behaviour.
+    worker_job_type: str = "servicenow:1"
+    worker_name: str = Field(default_factory=socket.gethostname)
+    worker_max_jobs_in_flight: int = Field(default=128, ge=1, le=10_000)
+    worker_job_timeout: float = Field(default=300.0, gt=0)
+    worker_poll_timeout: float = Field(default=10.0, gt=0, le=600)
+    worker_shutdown_grace_period: float = Field(default=30.0, ge=0)
+
+    # ServiceNow (CONTRACT §7).
+    servicenow_allowed_hosts: Annotated[tuple[str, ...], NoDecode] = (
+        "*.service-now.com",
+        "*.servicenowservices.com",
+    )
+    servicenow_url_template: str = "https://{instance}.service-now.com"
+    servicenow_max_limit: int = Field(default=1000, ge=1, le=10_000)
+    servicenow_connect_timeout: float = Field(default=10.0, gt=0)
+    servicenow_read_timeout: float = Field(default=30.0, gt=0)
+    servicenow_retry_after_cap: float = Field(default=3600.0, ge=0)
+    servicenow_retry_attempts: int = Field(default=3, ge=1, le=10)
+
+    # Secrets (CONTRACT §5).
+    secrets_env_prefix: str = Field(default="SECRET_", min_length=1)
+    secrets_dir: Path | None = None
+
+    # Logs.
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "console"] = "json"
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_case_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("servicenow_allowed_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = tuple(host.strip().lower() for host in value.split(",") if host.strip())
+        return value
+
+    @field_validator("servicenow_allowed_hosts")
+    @classmethod
+    def _check_hosts(cls, hosts: tuple[str, ...]) -> tuple[str, ...]:
+        for host in hosts:
+            if not HOST_PATTERN.match(host):
+                raise ValueError(f"{host!r} is not a host name or a '*.domain' pattern")
+        return hosts
+
+    @field_validator("servicenow_url_template")
+    @classmethod
+    def _check_url_template(cls, template: str) -> str:
+        probe = template.replace("{instance}", "instance")
+        if not re.match(r"^https?://[A-Za-z0-9.-]+(:\d{1,5})?/?$", probe):
+            raise ValueError(
+                "must be http(s)://host[:port], optionally with {instance} in the host, no path"
+            )
+        return template.rstrip("/")
+
+    @field_validator("secrets_dir")
+    @classmethod
+    def _check_secrets_dir(cls, directory: Path | None) -> Path | None:
+        if directory is not None and not directory.is_dir():
+            raise ValueError(f"{directory} is not a directory")
+        return directory
+
+    @model_validator(mode="after")
+    def _check_timeouts_fit_job_timeout(self) -> Self:
+        # A job must never outlive its activation: Zeebe would hand it to another worker while this
+        # one still works on it, and a create could run twice.
+        worst_attempt = self.servicenow_connect_timeout + self.servicenow_read_timeout
+        if worst_attempt * 2 > self.worker_job_timeout:
+            raise ValueError(
+                "WORKER_JOB_TIMEOUT must be at least twice SERVICENOW_CONNECT_TIMEOUT + "
+                f"SERVICENOW_READ_TIMEOUT ({worst_attempt:g} s), got {self.worker_job_timeout:g} s"
+            )
+        return self
+
+    @property
+    def url_template_has_instance(self) -> bool:
+        return "{instance}" in self.servicenow_url_template
+
+    def secrets_from_environment(self) -> dict[str, str]:
+        """The `SECRET_*` variables, by secret name, read once (the environment cannot change)."""
+        prefix = self.secrets_env_prefix
+        return {
+            name[len(prefix) :]: value
+            for name, value in os.environ.items()
+            if name.startswith(prefix) and value
+        }

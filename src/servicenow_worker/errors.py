@@ -66,8 +66,11 @@ class ServiceNowUnavailable(WorkerError):
         status: int | None = None,
         retry_after: float | None = None,
         variables: dict[str, Any] | None = None,
+        never_sent: bool = False,
     ) -> None:
         super().__init__(message, variables=variables)
         self.code = code
         self.status = status
         self.retry_after = retry_after
+        # True when the request certainly never reached ServiceNow (no connection was made).
+        self.never_sent = never_sent

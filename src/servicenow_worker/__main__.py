@@ -1,0 +1,5 @@
+"""`python -m servicenow_worker`, the same as the `servicenow-worker` console script."""
+
+from servicenow_worker.app import main
+
+main()

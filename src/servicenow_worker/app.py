@@ -1,0 +1,159 @@
+"""The composition root: settings, logs, the ServiceNow client, the gateway channel, the job loop.
+
+Exit codes: 0 after a requested stop with every job reported; 1 when the loop ends unasked or the
+grace period runs out; 2 for invalid settings.
+"""
+
+import argparse
+import asyncio
+import signal
+import sys
+from collections.abc import Sequence
+
+import httpx
+import structlog
+from pydantic import ValidationError
+from pyzeebe.grpc_internals.zeebe_adapter import ZeebeAdapter
+
+from servicenow_worker import __version__
+from servicenow_worker.handler import JobHandler
+from servicenow_worker.inputs import InputRules
+from servicenow_worker.logs import configure
+from servicenow_worker.secrets import SecretStore
+from servicenow_worker.servicenow import RetryPolicy, TableClient
+from servicenow_worker.settings import Settings
+from servicenow_worker.zeebe import DrainTimeout, JobPump, PumpSettings
+from servicenow_worker.zeebe_channel import build_channel
+
+log = structlog.get_logger("servicenow_worker")
+
+EXIT_INVALID_SETTINGS = 2
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console script `servicenow-worker`."""
+    arguments = _parse_arguments(argv)
+    if arguments.demo:
+        from servicenow_worker.demo import run_demo  # noqa: PLC0415 - emulators load only here
+
+        sys.exit(asyncio.run(run_demo()))
+    settings = load_settings()
+    configure(settings.log_level, settings.log_format)
+    sys.exit(asyncio.run(serve(settings)))
+
+
+def _parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="servicenow-worker",
+        description="Camunda 8 job worker for the ServiceNow Table API. "
+        "Configured by environment variables (see README).",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument(
+        "--demo",
+        action="store_true",
+        help="run against built-in emulators of Zeebe and ServiceNow, no setup needed",
+    )
+    return parser.parse_args(argv)
+
+
+def load_settings() -> Settings:
+    """Settings from the environment, or exit 2 with one line naming the variable."""
+    try:
+        return Settings()
+    except ValidationError as error:
+        first = error.errors(include_url=False)[0]
+        name = "_".join(str(part) for part in first["loc"]).upper()
+        message = first["msg"].removeprefix("Value error, ")
+        where = f"invalid setting {name}" if name else "invalid settings"
+        print(f"servicenow-worker: {where}: {message}", file=sys.stderr)
+        sys.exit(EXIT_INVALID_SETTINGS)
+
+
+def build_http_client(settings: Settings) -> httpx.AsyncClient:
+    """One pooled client for every job: keep-alive connections, TLS verified, no environment."""
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(
+            connect=settings.servicenow_connect_timeout,
+            read=settings.servicenow_read_timeout,
+            write=settings.servicenow_read_timeout,
+            pool=settings.servicenow_connect_timeout,
+        ),
+        limits=httpx.Limits(
+            max_connections=settings.worker_max_jobs_in_flight,
+            max_keepalive_connections=settings.worker_max_jobs_in_flight,
+        ),
+        verify=True,
+        trust_env=False,
+        follow_redirects=False,
+        headers={"User-Agent": f"servicenow-worker/{__version__}"},
+    )
+
+
+def build_handler(settings: Settings, http: httpx.AsyncClient) -> JobHandler:
+    return JobHandler(
+        table_client=TableClient(
+            http,
+            retry=RetryPolicy(attempts=settings.servicenow_retry_attempts),
+            attempt_timeout=settings.servicenow_connect_timeout + settings.servicenow_read_timeout,
+        ),
+        rules=InputRules(
+            url_template=settings.servicenow_url_template,
+            allowed_hosts=settings.servicenow_allowed_hosts,
+            max_limit=settings.servicenow_max_limit,
+        ),
+        secrets=SecretStore(
+            environment=settings.secrets_from_environment(),
+            directory=settings.secrets_dir,
+            env_prefix=settings.secrets_env_prefix,
+        ),
+        retry_after_cap=settings.servicenow_retry_after_cap,
+        job_timeout=settings.worker_job_timeout,
+    )
+
+
+def pump_settings(settings: Settings) -> PumpSettings:
+    return PumpSettings(
+        job_type=settings.worker_job_type,
+        worker_name=settings.worker_name,
+        max_jobs_in_flight=settings.worker_max_jobs_in_flight,
+        job_timeout=settings.worker_job_timeout,
+        poll_timeout=settings.worker_poll_timeout,
+        shutdown_grace_period=settings.worker_shutdown_grace_period,
+    )
+
+
+async def serve(settings: Settings) -> int:
+    """Run the worker until SIGTERM or SIGINT; the process's exit code."""
+    log.info(
+        "worker_configured",
+        version=__version__,
+        zeebe_address=settings.zeebe_address,
+        servicenow_url_template=settings.servicenow_url_template,
+    )
+    async with build_http_client(settings) as http:
+        channel = build_channel(settings)
+        pump = JobPump(
+            ZeebeAdapter(channel, max_connection_retries=-1),
+            build_handler(settings, http),
+            pump_settings(settings),
+        )
+        loop = asyncio.get_running_loop()
+        for signal_number in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signal_number, pump.request_stop)
+        try:
+            return await supervise(pump)
+        finally:
+            await channel.close(grace=None)
+
+
+async def supervise(pump: JobPump) -> int:
+    """Run the loop; a loop that ends without a stop request is a failure a supervisor must see."""
+    try:
+        await pump.run()
+    except DrainTimeout:
+        return 1
+    except Exception:
+        log.exception("worker_loop_crashed")
+        return 1
+    return 0

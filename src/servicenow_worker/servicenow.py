@@ -1,0 +1,297 @@
+"""The ServiceNow Table API client: one `RecordRequest` in, one `TableResponse` (or an error) out.
+
+It knows nothing of Zeebe. Every httpx exception and every unwelcome answer is translated here,
+and only here, into the error tree of `errors.py`.
+"""
+
+import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from typing import Any, Final
+from urllib.parse import quote, urlencode
+
+import httpx
+import stamina
+import structlog
+
+from servicenow_worker.errors import (
+    CONNECTION_ERROR,
+    INVALID_RESPONSE,
+    TIMEOUT,
+    ServiceNowRejected,
+    ServiceNowUnavailable,
+)
+from servicenow_worker.inputs import Operation, RecordRequest
+
+log = structlog.get_logger(__name__)
+
+METHODS: Final = {
+    Operation.CREATE: "POST",
+    Operation.READ: "GET",
+    Operation.UPDATE: "PATCH",
+    Operation.DELETE: "DELETE",
+}
+RETRYABLE_STATUSES: Final = frozenset({408, 429})
+DETAIL_LIMIT: Final = 300
+# A Retry-After longer than this is not waited out in-process: the job is failed with that back-off.
+IN_PROCESS_WAIT_LIMIT: Final = 5.0
+JSON_HEADERS: Final = {"Accept": "application/json"}
+BODY_HEADERS: Final = {"Accept": "application/json", "Content-Type": "application/json"}
+
+
+@dataclass(frozen=True)
+class TableResponse:
+    """What ServiceNow answered, as the job's response variable shows it (CONTRACT §4)."""
+
+    status: int
+    result: Any
+    is_list: bool = False
+    total_count: int | None = None
+    has_more: bool = False
+
+    def as_variable(self) -> dict[str, Any]:
+        variable: dict[str, Any] = {"status": self.status, "result": self.result}
+        if self.is_list:
+            variable["count"] = len(self.result) if isinstance(self.result, list) else 0
+            variable["totalCount"] = self.total_count
+            variable["hasMore"] = self.has_more
+        return variable
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """In-process retries of one request, before the job itself is failed and retried by Zeebe."""
+
+    attempts: int = 3
+    wait_initial: float = 0.2
+    wait_max: float = IN_PROCESS_WAIT_LIMIT
+
+
+class TableClient:
+    """Sends Table API requests over one shared, pooled `httpx.AsyncClient`."""
+
+    def __init__(
+        self, http: httpx.AsyncClient, *, retry: RetryPolicy, attempt_timeout: float
+    ) -> None:
+        self._http = http
+        self._retry = retry
+        # The longest one attempt can take (connect + read timeouts): no attempt starts unless it
+        # can finish before the job's deadline.
+        self._attempt_timeout = attempt_timeout
+
+    async def send(self, request: RecordRequest, *, deadline: float) -> TableResponse:
+        """Send `request`, retrying in-process where that is safe, until `deadline` (monotonic)."""
+        method = METHODS[request.operation]
+        url = build_url(request)
+        body = (
+            request.payload if request.operation in {Operation.CREATE, Operation.UPDATE} else None
+        )
+        budget = deadline - time.monotonic() - self._attempt_timeout - self._retry.wait_max
+        retrying = stamina.retry_context(
+            on=lambda error: self._may_retry(method, error),
+            attempts=self._retry.attempts if budget > 0 else 1,
+            timeout=max(budget, 0.0),
+            wait_initial=self._retry.wait_initial,
+            wait_max=self._retry.wait_max,
+            wait_jitter=self._retry.wait_initial,
+        )
+        async for attempt in retrying:
+            with attempt:
+                return await self._send_once(request, method, url, body)
+        raise AssertionError("unreachable: stamina raises the last error")  # pragma: no cover
+
+    def _may_retry(self, method: str, error: Exception) -> bool | float:
+        """Whether (and when) to try again: never a create that ServiceNow may have taken."""
+        if not isinstance(error, ServiceNowUnavailable):
+            return False
+        retry_after = error.retry_after
+        if retry_after is not None and retry_after > IN_PROCESS_WAIT_LIMIT:
+            return False
+        certainly_not_processed = error.status in {429, 503} and retry_after is not None
+        if method == "POST" and not (certainly_not_processed or error.never_sent):
+            return False
+        return retry_after if retry_after is not None else True
+
+    async def _send_once(
+        self, request: RecordRequest, method: str, url: str, body: dict[str, Any] | None
+    ) -> TableResponse:
+        auth = httpx.BasicAuth(
+            request.authentication.username, request.authentication.password.get_secret_value()
+        )
+        with _translate_transport_errors():
+            response = await self._http.request(
+                method,
+                url,
+                content=None if body is None else json.dumps(body).encode(),
+                headers=BODY_HEADERS if body is not None else JSON_HEADERS,
+                auth=auth,
+            )
+        return _table_response(request, response)
+
+
+def build_url(request: RecordRequest) -> str:
+    """`<base>/api/now/table/<table>[/<sys_id>]?sysparm_…`, every part encoded."""
+    path = f"/api/now/table/{request.table}"
+    if request.sys_id is not None:
+        path += "/" + quote(request.sys_id, safe="")
+    params: dict[str, str] = {}
+    if request.operation is not Operation.DELETE:
+        if request.fields:
+            params["sysparm_fields"] = ",".join(request.fields)
+        if request.display_value is not None:
+            params["sysparm_display_value"] = request.display_value
+        if request.exclude_reference_link is not None:
+            params["sysparm_exclude_reference_link"] = str(request.exclude_reference_link).lower()
+    if request.operation is Operation.READ and request.sys_id is None:
+        if request.query is not None:
+            params["sysparm_query"] = request.query
+        params["sysparm_limit"] = str(request.limit)
+        params["sysparm_offset"] = str(request.offset)
+    # quote, not quote_plus: a space in a query stays a space (%20) whatever the server's decoder.
+    query = urlencode(params, quote_via=quote) if params else ""
+    return request.base_url + path + (f"?{query}" if query else "")
+
+
+@contextmanager
+def _translate_transport_errors() -> Iterator[None]:
+    try:
+        yield
+    except (httpx.ConnectTimeout, httpx.PoolTimeout) as error:
+        raise _unreachable(TIMEOUT, "timed out connecting to ServiceNow", error) from None
+    except httpx.ConnectError as error:
+        raise _unreachable(CONNECTION_ERROR, "could not connect to ServiceNow", error) from None
+    except httpx.TimeoutException:
+        raise ServiceNowUnavailable(
+            TIMEOUT, "ServiceNow did not answer within the read timeout"
+        ) from None
+    except httpx.TransportError as error:
+        raise ServiceNowUnavailable(
+            CONNECTION_ERROR, f"the connection to ServiceNow broke ({type(error).__name__})"
+        ) from None
+
+
+def _unreachable(code: str, message: str, error: Exception) -> ServiceNowUnavailable:
+    return ServiceNowUnavailable(code, f"{message} ({type(error).__name__})", never_sent=True)
+
+
+def _table_response(request: RecordRequest, response: httpx.Response) -> TableResponse:
+    status = response.status_code
+    if 300 <= status < 400:
+        raise ServiceNowUnavailable(
+            INVALID_RESPONSE,
+            f"ServiceNow redirected {request.operation} on {request.table} to "
+            f"{response.headers.get('Location', 'another page')}: the instance may be hibernating "
+            "(wake it at developer.servicenow.com) or the URL may be wrong",
+            status=status,
+        )
+    if status >= 400:
+        raise _status_error(request, response)
+    if status == 204 or not response.content:
+        return TableResponse(status=status, result=None)
+    body = _json_body(request, response)
+    is_list = request.operation is Operation.READ and request.sys_id is None
+    if not is_list:
+        return TableResponse(status=status, result=body["result"])
+    total = response.headers.get("X-Total-Count")
+    total_count = int(total) if total is not None and total.isdigit() else None
+    return TableResponse(
+        status=status,
+        result=body["result"],
+        is_list=True,
+        total_count=total_count,
+        has_more=_has_more(request, response, total_count),
+    )
+
+
+def _json_body(request: RecordRequest, response: httpx.Response) -> dict[str, Any]:
+    content_type = response.headers.get("Content-Type", "")
+    where = f"{request.operation} on {request.table}"
+    if "json" not in content_type.lower():
+        hibernating = b"Hibernating" in response.content[:4096]
+        hint = (
+            "the instance is hibernating: wake it at developer.servicenow.com"
+            if hibernating
+            else "a proxy or login page may stand in front of the instance"
+        )
+        raise ServiceNowUnavailable(
+            INVALID_RESPONSE,
+            f"ServiceNow answered {response.status_code} with {content_type or 'no content type'}, "
+            f"not JSON, to {where}: {hint}",
+            status=response.status_code,
+        )
+    try:
+        body = json.loads(response.content)
+    except ValueError:
+        raise ServiceNowUnavailable(
+            INVALID_RESPONSE,
+            f"ServiceNow's answer to {where} is not complete JSON (cut off, "
+            "often a transaction cancelled after 60 s: narrow the query or lower limit)",
+            status=response.status_code,
+        ) from None
+    if not isinstance(body, dict) or "result" not in body or "error" in body:
+        raise ServiceNowUnavailable(
+            INVALID_RESPONSE,
+            f"ServiceNow's answer to {where} holds no result{_error_text(body)}",
+            status=response.status_code,
+        )
+    return body
+
+
+def _has_more(request: RecordRequest, response: httpx.Response, total: int | None) -> bool:
+    # Link's rel="next" is ServiceNow's own word; a page can be short (ACLs filter after the
+    # limit), so its length says nothing.
+    if 'rel="next"' in response.headers.get("Link", ""):
+        return True
+    return total is not None and request.offset + request.limit < total
+
+
+def _status_error(
+    request: RecordRequest, response: httpx.Response
+) -> ServiceNowRejected | ServiceNowUnavailable:
+    status = response.status_code
+    body = _parse_error_body(response)
+    message = (
+        f"ServiceNow answered {status} to {request.operation} on {request.table}{_error_text(body)}"
+    )
+    variables = {"status": status, "body": body}
+    if status in RETRYABLE_STATUSES or status >= 500:
+        return ServiceNowUnavailable(
+            str(status),
+            message,
+            status=status,
+            retry_after=parse_retry_after(response.headers.get("Retry-After")),
+            variables=variables,
+        )
+    return ServiceNowRejected(status, message, variables=variables)
+
+
+def _parse_error_body(response: httpx.Response) -> Any:
+    try:
+        return json.loads(response.content)
+    except ValueError:
+        return response.text[:DETAIL_LIMIT] or None
+
+
+def _error_text(body: Any) -> str:
+    error = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(error, dict):
+        return ""
+    parts = [str(error[key]) for key in ("message", "detail") if error.get(key)]
+    return (": " + " - ".join(parts))[: DETAIL_LIMIT + 2] if parts else ""
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds to wait, from `Retry-After` in seconds or as an HTTP date; None when absent or bad."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, moment.timestamp() - time.time())

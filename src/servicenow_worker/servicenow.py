@@ -93,7 +93,7 @@ class TableClient:
         retrying = stamina.retry_context(
             on=lambda error: self._may_retry(method, error),
             attempts=self._retry.attempts if budget > 0 else 1,
-            timeout=max(budget, 0.0),
+            timeout=budget if budget > 0 else None,
             wait_initial=self._retry.wait_initial,
             wait_max=self._retry.wait_max,
             wait_jitter=self._retry.wait_initial,

@@ -1,0 +1,182 @@
+"""Validation of a job's inputs (CONTRACT §2-§3): what is accepted, and the message for what is not."""
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from servicenow_worker.errors import InputError
+from servicenow_worker.inputs import (
+    InputRules,
+    Operation,
+    gather_inputs,
+    parse_output_options,
+    parse_record_request,
+)
+
+RULES = InputRules(
+    url_template="https://{instance}.service-now.com",
+    allowed_hosts=("*.service-now.com", "snow.acme.example"),
+    max_limit=1000,
+)
+BASE: dict[str, Any] = {
+    "instance": "dev12345",
+    "authentication": {"username": "camunda", "password": "pw"},
+    "operation": "create",
+    "table": "incident",
+    "payload": {"short_description": "disk full"},
+}
+
+
+def parse(**changes: Any) -> Any:
+    raw = {**BASE, **changes}
+    return parse_record_request({k: v for k, v in raw.items() if v is not None}, RULES)
+
+
+def problem(**changes: Any) -> str:
+    with pytest.raises(InputError) as caught:
+        parse(**changes)
+    return caught.value.message
+
+
+class TestGatherInputs:
+    def test_header_wins_over_variable(self) -> None:
+        """A task header is fixed by the modeler and beats process data of the same name."""
+        gathered = gather_inputs({"table": "incident"}, {"table": "sys_user", "query": "a=b"})
+        assert gathered == {"table": "incident", "query": "a=b"}
+
+    def test_empty_string_counts_as_absent(self) -> None:
+        """An empty header falls through to the variable; an empty variable is no input."""
+        gathered = gather_inputs({"table": ""}, {"table": "problem", "query": ""})
+        assert gathered == {"table": "problem"}
+
+    def test_authentication_header_is_refused(self) -> None:
+        """Credentials never belong in a header, which anyone reading the BPMN sees."""
+        with pytest.raises(InputError, match="authentication must come from an input mapping"):
+            gather_inputs({"authentication": '{"username": "x"}'}, {})
+
+    def test_only_known_inputs_are_gathered(self) -> None:
+        """Unrelated process variables never reach the request."""
+        assert gather_inputs({}, {"customer": "x", "operation": "read"}) == {"operation": "read"}
+
+
+class TestRecordRequest:
+    def test_operation_is_case_insensitive(self) -> None:
+        """`Create` from a dropdown or a FEEL string works like `create`."""
+        assert parse(operation=" Create ").operation is Operation.CREATE
+
+    def test_label_form_of_table(self) -> None:
+        """Camunda's own template writes `Requested Item [sc_req_item]`."""
+        assert parse(table="Requested Item [sc_req_item]").table == "sc_req_item"
+
+    def test_payload_as_json_string(self) -> None:
+        """A payload typed into a text field arrives as a JSON string."""
+        assert parse(payload='{"urgency": 2}').payload == {"urgency": 2}
+
+    def test_empty_payload_object_is_allowed(self) -> None:
+        """`{}` creates a record with defaults."""
+        assert parse(payload={}).payload == {}
+
+    def test_header_strings_become_typed_values(self) -> None:
+        """Headers are strings: integers, booleans and field lists are parsed from them."""
+        request = parse(
+            operation="read",
+            limit="25",
+            offset="50",
+            fields="number, state",
+            displayValue="ALL",
+            excludeReferenceLink="true",
+        )
+        assert (request.limit, request.offset, request.fields) == (25, 50, ("number", "state"))
+        assert (request.display_value, request.exclude_reference_link) == ("all", True)
+
+    def test_bare_instance_fills_url_template(self) -> None:
+        """A bare name becomes https://<name>.service-now.com."""
+        assert parse().base_url == "https://dev12345.service-now.com"
+
+    def test_allowed_full_url(self) -> None:
+        """A full https URL on an allowed host is used as given (trailing slash dropped)."""
+        assert parse(instance="https://acme.service-now.com:8443/").base_url == (
+            "https://acme.service-now.com:8443"
+        )
+        assert parse(instance="https://snow.acme.example").base_url == "https://snow.acme.example"
+
+    def test_template_without_instance_ignores_instance(self) -> None:
+        """An operator's fixed URL (a proxy, an emulator) receives every call."""
+        rules = InputRules("http://127.0.0.1:8089", RULES.allowed_hosts, 1000)
+        without = {k: v for k, v in BASE.items() if k != "instance"}
+        assert parse_record_request(without, rules).base_url == "http://127.0.0.1:8089"
+        with_instance = {**BASE, "instance": "dev1"}
+        assert parse_record_request(with_instance, rules).base_url == "http://127.0.0.1:8089"
+
+    @pytest.mark.parametrize(
+        ("changes", "expected"),
+        [
+            ({"operation": None}, "operation is required"),
+            ({"operation": "upsert"}, "operation must be one of create, read, update, delete"),
+            ({"table": "incident/../sys_user"}, "table must be a table name"),
+            ({"table": "inc ident"}, "table must be a table name"),
+            ({"operation": "update"}, "sysId is required for update"),
+            ({"operation": "delete"}, "sysId is required for delete"),
+            ({"payload": None}, "payload is required for create"),
+            ({"payload": "[1, 2]"}, "payload must be a JSON object"),
+            ({"payload": "{not json"}, "payload is not valid JSON"),
+            ({"operation": "read", "sysId": "abc", "query": "a=b"}, "query cannot be combined"),
+            ({"operation": "read", "limit": 0}, "limit must be an integer from 1 to 1000"),
+            ({"operation": "read", "limit": "1001"}, "limit must be an integer from 1 to 1000"),
+            ({"operation": "read", "limit": True}, "limit must be an integer"),
+            ({"operation": "read", "offset": -1}, "offset must be an integer of 0 or more"),
+            ({"sysId": ".."}, "sysId must be a record's sys_id"),
+            ({"sysId": "a/b"}, "sysId must be a record's sys_id"),
+            ({"displayValue": "maybe"}, "displayValue must be false, true or all"),
+            ({"excludeReferenceLink": "yes"}, "excludeReferenceLink must be true or false"),
+            ({"fields": "number,sys id"}, "fields must hold field names"),
+            ({"instance": None}, "instance is required"),
+            ({"instance": "https://evil.example"}, "names host evil.example, which is not allowed"),
+            ({"instance": "https://service-now.com"}, "which is not allowed"),
+            ({"instance": "http://dev1.service-now.com"}, "instance must be an instance name"),
+            ({"instance": "https://u:p@dev1.service-now.com"}, "instance must be an instance"),
+            ({"instance": "https://dev1.service-now.com/api"}, "instance must be an instance"),
+            ({"instance": "https://dev1.service-now.com?x=1"}, "instance must be an instance"),
+            ({"authentication": None}, "authentication is required"),
+            ({"authentication": "camunda:pw"}, "authentication must be an object"),
+            ({"authentication": {"username": "u"}}, "authentication.password is required"),
+            ({"authentication": {"type": "ntlm"}}, "authentication has type 'ntlm'"),
+        ],
+    )
+    def test_invalid_input_names_field_and_fix(
+        self, changes: dict[str, Any], expected: str
+    ) -> None:
+        """Each bad input of CONTRACT §6 gives a message that names the field."""
+        assert expected in problem(**changes)
+
+    def test_wildcard_host_does_not_match_bare_domain(self) -> None:
+        """`*.service-now.com` allows subdomains only."""
+        assert "not allowed" in problem(instance="https://service-now.com")
+
+
+class TestOutputOptions:
+    def test_defaults(self) -> None:
+        """No headers: no result variable and a 30 s retry back-off."""
+        options = parse_output_options({})
+        assert options.result_variable is None
+        assert options.retry_backoff == timedelta(seconds=30)
+
+    def test_iso_duration_back_off(self) -> None:
+        """retryBackoff is an ISO-8601 duration."""
+        assert parse_output_options({"retryBackoff": "PT1M30S"}).retry_backoff == timedelta(
+            seconds=90
+        )
+
+    @pytest.mark.parametrize(
+        ("headers", "expected"),
+        [
+            ({"retryBackoff": "30s"}, "retryBackoff must be an ISO-8601 duration"),
+            ({"resultVariable": "my result"}, "resultVariable must be a process variable name"),
+            ({"idempotencyField": "correlation id"}, "idempotencyField must be a field name"),
+        ],
+    )
+    def test_invalid_header(self, headers: dict[str, str], expected: str) -> None:
+        """A malformed header fails the job with a message naming it."""
+        with pytest.raises(InputError, match=expected):
+            parse_output_options(headers)

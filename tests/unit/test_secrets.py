@@ -1,0 +1,60 @@
+"""`{{secrets.NAME}}` placeholders (CONTRACT §5)."""
+
+from pathlib import Path
+
+import pytest
+
+from servicenow_worker.errors import InputError
+from servicenow_worker.secrets import ResolvedSecrets, SecretStore, resolve_placeholders
+
+
+def resolve(value: object, store: SecretStore) -> tuple[object, ResolvedSecrets]:
+    used = ResolvedSecrets()
+    return resolve_placeholders(value, store, used, "authentication"), used
+
+
+class TestPlaceholders:
+    def test_resolved_from_environment_inside_nested_values(self) -> None:
+        """Placeholders in nested objects, lists and the middle of strings are replaced."""
+        store = SecretStore({"snUser": "camunda", "TOKEN": "t0k"})
+        value, used = resolve(
+            {"username": "{{secrets.snUser}}", "notes": ["Bearer {{ secrets.TOKEN }}!"]}, store
+        )
+        assert value == {"username": "camunda", "notes": ["Bearer t0k!"]}
+        assert used.values == {"camunda", "t0k"}
+
+    def test_file_used_when_environment_empty(self, tmp_path: Path) -> None:
+        """An empty variable counts as unset; the file's one trailing newline is dropped."""
+        (tmp_path / "snPwd").write_text("line1\nline2\n\n", encoding="utf-8")
+        store = SecretStore({"snPwd": ""}, tmp_path)
+        value, _ = resolve("{{secrets.snPwd}}", store)
+        assert value == "line1\nline2\n"
+
+    def test_missing_secret_names_it_and_where_to_set_it(self, tmp_path: Path) -> None:
+        """The message names the secret and the places looked in, never a value."""
+        store = SecretStore({}, tmp_path, env_prefix="SECRET_")
+        with pytest.raises(InputError) as caught:
+            resolve({"password": "{{secrets.snPwd}}"}, store)
+        assert caught.value.field == "authentication.password"
+        assert "snPwd" in caught.value.message
+        assert "SECRET_snPwd" in caught.value.message
+        assert str(tmp_path / "snPwd") in caught.value.message
+
+    def test_empty_file_is_missing(self, tmp_path: Path) -> None:
+        """A secret that is empty everywhere is missing."""
+        (tmp_path / "empty").write_text("\n", encoding="utf-8")
+        with pytest.raises(InputError, match="secret empty"):
+            resolve("{{secrets.empty}}", SecretStore({}, tmp_path))
+
+    def test_names_cannot_escape_the_directory(self, tmp_path: Path) -> None:
+        """Only [A-Za-z_][A-Za-z0-9_]* names are placeholders, so no path can be formed."""
+        value, used = resolve("{{secrets.../etc/passwd}}", SecretStore({}, tmp_path))
+        assert value == "{{secrets.../etc/passwd}}"
+        assert not used.values
+
+
+class TestMask:
+    def test_values_with_quotes_newlines_and_unicode_are_masked(self) -> None:
+        """Every used value is masked wherever it appears, longest first."""
+        used = ResolvedSecrets({'p"w\nö€', "ab", "abc"})
+        assert used.mask('x p"w\nö€ abcd ab') == "x *** ***d ***"

@@ -8,7 +8,8 @@ import argparse
 import asyncio
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 
 import httpx
 import structlog
@@ -123,6 +124,21 @@ def pump_settings(settings: Settings) -> PumpSettings:
     )
 
 
+@asynccontextmanager
+async def open_worker(settings: Settings) -> AsyncIterator[JobPump]:
+    """The job loop with its HTTP client and gateway channel, closed on exit."""
+    async with build_http_client(settings) as http:
+        channel = build_channel(settings)
+        try:
+            yield JobPump(
+                ZeebeAdapter(channel, max_connection_retries=-1),
+                build_handler(settings, http),
+                pump_settings(settings),
+            )
+        finally:
+            await channel.close(grace=None)
+
+
 async def serve(settings: Settings) -> int:
     """Run the worker until SIGTERM or SIGINT; the process's exit code."""
     log.info(
@@ -131,20 +147,11 @@ async def serve(settings: Settings) -> int:
         zeebe_address=settings.zeebe_address,
         servicenow_url_template=settings.servicenow_url_template,
     )
-    async with build_http_client(settings) as http:
-        channel = build_channel(settings)
-        pump = JobPump(
-            ZeebeAdapter(channel, max_connection_retries=-1),
-            build_handler(settings, http),
-            pump_settings(settings),
-        )
+    async with open_worker(settings) as pump:
         loop = asyncio.get_running_loop()
         for signal_number in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signal_number, pump.request_stop)
-        try:
-            return await supervise(pump)
-        finally:
-            await channel.close(grace=None)
+        return await supervise(pump)
 
 
 async def supervise(pump: JobPump) -> int:

@@ -228,5 +228,6 @@ class TestRetryAfter:
         assert parse_retry_after("30") == 30
         future = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() + 100))
         seconds = parse_retry_after(future)
-        assert seconds is not None and 90 < seconds <= 100
+        assert seconds is not None
+        assert 90 < seconds <= 100
         assert parse_retry_after("soon") is None

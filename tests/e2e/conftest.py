@@ -1,0 +1,93 @@
+"""End-to-end fixtures: the real worker against the Zeebe gateway and ServiceNow emulators."""
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack
+from typing import Any
+
+import pytest
+
+from servicenow_emulators.table_api import ServiceNowEmulator
+from servicenow_emulators.zeebe_gateway import JobOutcome, ZeebeGatewayEmulator
+from servicenow_worker.app import open_worker
+from servicenow_worker.settings import Settings
+from servicenow_worker.zeebe import JobPump
+
+JOB_TYPE = "servicenow:1"
+USER = "camunda"
+PASSWORD = 'Pa55:w"rd ö€'
+AUTH = {"type": "basic", "username": USER, "password": PASSWORD}
+
+StartWorker = Callable[..., Awaitable[JobPump]]
+RunJob = Callable[..., Awaitable[JobOutcome]]
+
+
+@pytest.fixture(name="servicenow")
+async def _servicenow() -> AsyncIterator[ServiceNowEmulator]:
+    async with ServiceNowEmulator(users={USER: PASSWORD}) as emulator:
+        yield emulator
+
+
+@pytest.fixture(name="gateway")
+async def _gateway() -> AsyncIterator[ZeebeGatewayEmulator]:
+    async with ZeebeGatewayEmulator() as emulator:
+        yield emulator
+
+
+def worker_settings(
+    gateway: ZeebeGatewayEmulator, servicenow: ServiceNowEmulator, **overrides: Any
+) -> Settings:
+    """Settings as an operator would set them for the emulators, with short test timeouts."""
+    values: dict[str, Any] = {
+        "zeebe_address": gateway.address,
+        "servicenow_url_template": servicenow.base_url,
+        "worker_poll_timeout": 0.5,
+        "worker_job_timeout": 30,
+        "servicenow_connect_timeout": 2,
+        "servicenow_read_timeout": 5,
+        "worker_shutdown_grace_period": 5,
+    }
+    return Settings(**{**values, **overrides})
+
+
+@pytest.fixture(name="start_worker")
+async def _start_worker(
+    gateway: ZeebeGatewayEmulator, servicenow: ServiceNowEmulator
+) -> AsyncIterator[StartWorker]:
+    """Start the real job loop in-process; it is stopped (and must drain) when the test ends."""
+    async with AsyncExitStack() as stack:
+        runs: list[tuple[JobPump, asyncio.Task[None]]] = []
+
+        async def start(**overrides: Any) -> JobPump:
+            settings = worker_settings(gateway, servicenow, **overrides)
+            pump = await stack.enter_async_context(open_worker(settings))
+            runs.append((pump, asyncio.create_task(pump.run())))
+            return pump
+
+        yield start
+        for pump, run in runs:
+            pump.request_stop()
+            await run
+
+
+@pytest.fixture(name="run_job")
+async def _run_job(
+    gateway: ZeebeGatewayEmulator, start_worker: StartWorker
+) -> AsyncIterator[RunJob]:
+    """Create one job, with a worker running, and return its final outcome."""
+    started: list[JobPump] = []
+
+    async def run(
+        variables: dict[str, Any], headers: dict[str, Any] | None = None, retries: int = 3
+    ) -> JobOutcome:
+        if not started:
+            started.append(await start_worker())
+        key = gateway.create_job(JOB_TYPE, variables, headers or {}, retries)
+        return await gateway.wait_for_outcome(key)
+
+    yield run
+
+
+def job_variables(**inputs: Any) -> dict[str, Any]:
+    """The variables a template-built task sends: instance is not needed with the emulator URL."""
+    return {"authentication": AUTH, **inputs}

@@ -181,7 +181,8 @@ class JobSnapshot:
 
     Timestamps are ``time.monotonic()`` seconds. ``available_at`` lists every moment the job became
     activatable (creation, deadline passed, back-off over, undeliverable batch); ``activated_at``
-    every activation. Pickup delay is ``activated_at[0] - created_at``; end-to-end latency is
+    every activation, ``activated_by``/``activated_via`` its worker name and whether a poll or a
+    stream took it. Pickup delay is ``activated_at[0] - created_at``; end-to-end latency is
     ``finished_at - created_at``.
     """
 
@@ -202,6 +203,7 @@ class JobSnapshot:
     available_at: tuple[float, ...]
     activated_at: tuple[float, ...]
     activated_by: tuple[str, ...]
+    activated_via: tuple[Literal["poll", "stream"], ...]
     finished_at: float | None
     outcomes: tuple[JobOutcome, ...]
 
@@ -234,6 +236,7 @@ class _Job:
     available_at: list[float] = field(default_factory=list)
     activated_at: list[float] = field(default_factory=list)
     activated_by: list[str] = field(default_factory=list)
+    activated_via: list[Literal["poll", "stream"]] = field(default_factory=list)
     finished_at: float | None = None
     outcomes: list[JobOutcome] = field(default_factory=list)
 
@@ -647,6 +650,7 @@ class ZeebeGatewayEmulator:
             available_at=tuple(job.available_at),
             activated_at=tuple(job.activated_at),
             activated_by=tuple(job.activated_by),
+            activated_via=tuple(job.activated_via),
             finished_at=job.finished_at,
             outcomes=tuple(job.outcomes),
         )
@@ -687,7 +691,7 @@ class ZeebeGatewayEmulator:
         forever).
         """
         job = self._job_or_key_error(job_key)
-        return await self._wait_for_final(job, _deadline(timeout))
+        return await self._wait_for_final(job, timeout, _deadline(timeout))
 
     async def wait_for_outcomes(
         self,
@@ -736,6 +740,7 @@ class ZeebeGatewayEmulator:
             # Awaiting one job at a time keeps each wake-up O(1) for thousands of jobs.
             results[job.key] = await self._wait_for_final(
                 job,
+                timeout,
                 deadline,
                 lambda: (
                     f" ({sum(_final_outcome(j) is not None for j in jobs)} of the {len(jobs)}"
@@ -745,13 +750,16 @@ class ZeebeGatewayEmulator:
         return results
 
     async def _wait_for_final(
-        self, job: _Job, deadline: float | None, more: Callable[[], str] = str
+        self,
+        job: _Job,
+        budget: float | None,
+        deadline: float | None,
+        more: Callable[[], str] = str,
     ) -> JobOutcome:
-        timeout = None if deadline is None else deadline - asyncio.get_running_loop().time()
         await self._wait_until(
             lambda: _final_outcome(job) is not None,
             deadline,
-            lambda: f"no final outcome for {_describe(job)} within {timeout:.3g} s{more()}",
+            lambda: f"no final outcome for {_describe(job)} within {budget} s{more()}",
         )
         outcome = _final_outcome(job)
         assert outcome is not None
@@ -817,6 +825,19 @@ class ZeebeGatewayEmulator:
             lambda: (
                 f"fewer than {count} {rpc} calls within {timeout} s ({self.rpc_counts[rpc]} so far)"
             ),
+        )
+
+    async def wait_until(
+        self,
+        predicate: Callable[[], bool],
+        *,
+        timeout: float | None = _DEFAULT_WAIT_S,  # noqa: ASYNC109
+        what: str = "the condition",
+    ) -> None:
+        """Wait until ``predicate()`` holds; it is re-checked after every change the gateway
+        records (calls, activations, outcomes, long-polls and streams opening or closing)."""
+        await self._wait_until(
+            predicate, _deadline(timeout), lambda: f"{what} did not hold within {timeout} s"
         )
 
     async def _wait_until(
@@ -909,7 +930,7 @@ class ZeebeGatewayEmulator:
         job.available_at.append(now)
         stream = self._pick_stream(job)
         if stream is not None:
-            self._activate(job, stream.worker, stream.timeout_ms, now)
+            self._activate(job, stream.worker, stream.timeout_ms, now, "stream")
             stream.queue.put_nowait((job.key, len(job.activated_at)))
             return
         self._activatable.setdefault(job.type, {})[job.key] = None
@@ -930,12 +951,20 @@ class ZeebeGatewayEmulator:
             if not future.done():
                 future.set_result(None)
 
-    def _activate(self, job: _Job, worker: str, timeout_ms: int, now: float) -> None:
+    def _activate(
+        self,
+        job: _Job,
+        worker: str,
+        timeout_ms: int,
+        now: float,
+        via: Literal["poll", "stream"],
+    ) -> None:
         job.state = JobState.ACTIVATED
         job.worker = worker
         job.deadline_ms = int(time.time() * 1000) + timeout_ms
         job.activated_at.append(now)
         job.activated_by.append(worker)
+        job.activated_via.append(via)
         job.cancel_timer()
         job.timer = asyncio.get_running_loop().call_at(
             now + timeout_ms / 1000, self._on_deadline, job, len(job.activated_at)
@@ -1001,7 +1030,7 @@ class ZeebeGatewayEmulator:
         now = time.monotonic()
         for job in taken:
             del queue[job.key]
-            self._activate(job, worker, timeout_ms, now)
+            self._activate(job, worker, timeout_ms, now, "poll")
         if taken:
             self._notify_watchers()
         return taken
@@ -1304,6 +1333,7 @@ class _Servicer(GatewayServicer):
             waiting.discard(future)
             if not waiting:
                 gw._pollers.pop(job_type, None)
+            gw._notify_watchers()
 
     async def StreamActivatedJobs(
         self,

@@ -71,10 +71,8 @@ async def _start_worker(
 
 
 @pytest.fixture(name="run_job")
-async def _run_job(
-    gateway: ZeebeGatewayEmulator, start_worker: StartWorker
-) -> AsyncIterator[RunJob]:
-    """Create one job, with a worker running, and return its final outcome."""
+async def _run_job(gateway: ZeebeGatewayEmulator, start_worker: StartWorker) -> RunJob:
+    """Create one job, with a worker running, and return its first outcome."""
     started: list[JobPump] = []
 
     async def run(
@@ -83,9 +81,10 @@ async def _run_job(
         if not started:
             started.append(await start_worker())
         key = gateway.create_job(JOB_TYPE, variables, headers or {}, retries)
-        return await gateway.wait_for_outcome(key)
+        [first] = await gateway.wait_for_outcomes(key, 1)
+        return first
 
-    yield run
+    return run
 
 
 def job_variables(**inputs: Any) -> dict[str, Any]:

@@ -121,6 +121,7 @@ def pump_settings(settings: Settings) -> PumpSettings:
         job_timeout=settings.worker_job_timeout,
         poll_timeout=settings.worker_poll_timeout,
         shutdown_grace_period=settings.worker_shutdown_grace_period,
+        gateway_address=settings.zeebe_address,
     )
 
 

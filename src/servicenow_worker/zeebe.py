@@ -42,6 +42,7 @@ class PumpSettings:
     job_timeout: float
     poll_timeout: float
     shutdown_grace_period: float
+    gateway_address: str = ""
     tenant_ids: tuple[str, ...] = ()
 
 
@@ -121,6 +122,7 @@ class JobPump:
             self.gateway_failures += 1
             log.warning(
                 "gateway_unreachable",
+                gateway=self._settings.gateway_address,
                 error=type(error).__name__,
                 detail=_grpc_detail(error),
                 failures_in_a_row=self.gateway_failures,

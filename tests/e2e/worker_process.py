@@ -1,0 +1,87 @@
+"""The installed `servicenow-worker` console script as a child process, its JSON log parsed live."""
+
+import asyncio
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+CONSOLE_SCRIPT = Path(sys.executable).with_name("servicenow-worker")
+
+
+class WorkerProcess:
+    """Runs the worker as an operator would, and awaits log events instead of sleeping."""
+
+    def __init__(self, **settings: str) -> None:
+        self.env = {
+            "PATH": os.environ.get("PATH", ""),
+            "HOME": os.environ.get("HOME", "/"),
+            **settings,
+        }
+        self.events: list[dict[str, Any]] = []
+        self.raw_stdout: list[str] = []
+        self._changed = asyncio.Condition()
+        self._process: asyncio.subprocess.Process | None = None
+        self._reader: asyncio.Task[None] | None = None
+
+    async def start(self) -> "WorkerProcess":
+        self._process = await asyncio.create_subprocess_exec(
+            str(CONSOLE_SCRIPT),
+            env=self.env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        self._reader = asyncio.create_task(self._read())
+        return self
+
+    async def _read(self) -> None:
+        assert self._process is not None and self._process.stdout is not None
+        async for line in self._process.stdout:
+            text = line.decode()
+            self.raw_stdout.append(text)
+            async with self._changed:
+                self.events.append(json.loads(text))
+                self._changed.notify_all()
+
+    async def wait_for_event(
+        self, event: str, timeout: float = 20, **fields: Any
+    ) -> dict[str, Any]:
+        """The first log event named `event` whose fields include `fields`."""
+
+        def found() -> dict[str, Any] | None:
+            for entry in self.events:
+                if entry.get("event") == event and all(
+                    entry.get(k) == v for k, v in fields.items()
+                ):
+                    return entry
+            return None
+
+        async with asyncio.timeout(timeout), self._changed:
+            await self._changed.wait_for(lambda: found() is not None)
+        result = found()
+        assert result is not None
+        return result
+
+    def send(self, signal_number: signal.Signals = signal.SIGTERM) -> None:
+        assert self._process is not None
+        self._process.send_signal(signal_number)
+
+    async def exit_code(self, timeout: float = 30) -> int:
+        assert self._process is not None and self._reader is not None
+        async with asyncio.timeout(timeout):
+            code = await self._process.wait()
+            await self._reader
+        return code
+
+    async def stderr(self) -> str:
+        assert self._process is not None and self._process.stderr is not None
+        return (await self._process.stderr.read()).decode()
+
+    async def kill(self) -> None:
+        if self._process is not None and self._process.returncode is None:
+            self._process.kill()
+            await self._process.wait()
+        if self._reader is not None:
+            await self._reader

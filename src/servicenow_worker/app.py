@@ -8,7 +8,7 @@ import argparse
 import asyncio
 import signal
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 
 import httpx
@@ -35,7 +35,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Console script `servicenow-worker`."""
     arguments = _parse_arguments(argv)
     if arguments.demo:
-        from servicenow_worker.demo import run_demo  # noqa: PLC0415 - emulators load only here
+        from servicenow_worker.demo import run_demo  # the emulators load only here
 
         sys.exit(asyncio.run(run_demo()))
     settings = load_settings()
@@ -91,7 +91,9 @@ def build_http_client(settings: Settings) -> httpx.AsyncClient:
     )
 
 
-def build_handler(settings: Settings, http: httpx.AsyncClient) -> JobHandler:
+def build_handler(
+    settings: Settings, http: httpx.AsyncClient, secrets: Mapping[str, str] | None = None
+) -> JobHandler:
     return JobHandler(
         table_client=TableClient(
             http,
@@ -104,7 +106,7 @@ def build_handler(settings: Settings, http: httpx.AsyncClient) -> JobHandler:
             max_limit=settings.servicenow_max_limit,
         ),
         secrets=SecretStore(
-            environment=settings.secrets_from_environment(),
+            environment=settings.secrets_from_environment() if secrets is None else secrets,
             directory=settings.secrets_dir,
             env_prefix=settings.secrets_env_prefix,
         ),
@@ -126,14 +128,19 @@ def pump_settings(settings: Settings) -> PumpSettings:
 
 
 @asynccontextmanager
-async def open_worker(settings: Settings) -> AsyncIterator[JobPump]:
-    """The job loop with its HTTP client and gateway channel, closed on exit."""
+async def open_worker(
+    settings: Settings, secrets: Mapping[str, str] | None = None
+) -> AsyncIterator[JobPump]:
+    """The job loop with its HTTP client and gateway channel, closed on exit.
+
+    `secrets` replaces the `SECRET_*` environment variables (the demo brings its own).
+    """
     async with build_http_client(settings) as http:
         channel = build_channel(settings)
         try:
             yield JobPump(
                 ZeebeAdapter(channel, max_connection_retries=-1),
-                build_handler(settings, http),
+                build_handler(settings, http, secrets),
                 pump_settings(settings),
             )
         finally:

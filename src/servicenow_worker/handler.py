@@ -11,7 +11,7 @@ from typing import Any
 import structlog
 
 from servicenow_worker import outcome
-from servicenow_worker.errors import WorkerError
+from servicenow_worker.errors import InputError, WorkerError
 from servicenow_worker.inputs import (
     InputRules,
     OutputOptions,
@@ -73,7 +73,7 @@ class JobHandler:
                 retry_after_cap=self.retry_after_cap,
             )
             log.info(
-                "servicenow_call_failed",
+                "job_input_invalid" if isinstance(error, InputError) else "servicenow_call_failed",
                 code=error.code,
                 status=getattr(error, "status", None),
                 duration_ms=_elapsed_ms(started),

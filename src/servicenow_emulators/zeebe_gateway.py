@@ -95,6 +95,7 @@ RpcName = Literal[
     "Topology",
 ]
 _RPC_NAMES: Final[frozenset[str]] = frozenset(get_args(RpcName))
+_NOT_JOB_COMMANDS: Final = frozenset({"ActivateJobs", "StreamActivatedJobs", "Topology"})
 
 
 class JobState(enum.StrEnum):
@@ -399,15 +400,18 @@ class ZeebeGatewayEmulator:
         """True between :meth:`start` and :meth:`stop`."""
         return self._server is not None
 
-    async def start(self, host: str = "127.0.0.1", port: int | None = None) -> str:
+    async def start(self, host: str | None = None, port: int | None = None) -> str:
         """Start serving and return ``"host:port"``.
 
-        ``port=None`` reuses the port of the previous start (a restart on the same port), or picks
-        an ephemeral port on the first start; ``0`` always picks an ephemeral port. Jobs and
-        recordings survive a stop/start, as the broker's state survives a gateway restart.
+        ``host=None`` means the host of the previous start, else 127.0.0.1. ``port=None`` reuses
+        the port of the previous start (a restart on the same port), or picks an ephemeral port on
+        the first start; ``0`` always picks an ephemeral port. Jobs and recordings survive a
+        stop/start, as the broker's state survives a gateway restart.
         """
         if self._server is not None:
             raise RuntimeError(f"the gateway is already serving on {self.address}")
+        if host is None:
+            host = self._host or "127.0.0.1"
         if port is None:
             port = self._port or 0
         interceptors = [] if self.require_bearer_token is None else [_BearerTokenCheck(self)]
@@ -494,10 +498,13 @@ class ZeebeGatewayEmulator:
         Returns the job key. Keys are unique and increasing; process and element instance keys
         are generated when not given. Waiting long-polls and open streams get it at once.
         """
+        # Encoding up front rejects values JSON cannot carry here, not later in an RPC.
+        variables_json = json.dumps(dict(variables or {}))
         job = self._new_job(
             job_type,
-            variables,
-            headers,
+            json.loads(variables_json),
+            variables_json,
+            json.dumps(dict(headers or {})),
             retries,
             process_instance_key=process_instance_key,
             element_id=element_id,
@@ -527,14 +534,18 @@ class ZeebeGatewayEmulator:
         once, and waiting pollers and watchers are woken once.
         """
         variables_json = json.dumps(dict(variables or {}))
+        # One decoded copy shared by all the jobs: job variables are never mutated in place
+        # (FailJob variables replace the dict), so sharing is safe and keeps creation cheap.
+        shared_variables = json.loads(variables_json)
         headers_json = json.dumps(dict(headers or {}))
         now = time.monotonic()
         keys: list[int] = []
         for _ in range(count):
             job = self._new_job(
                 job_type,
-                None,
-                None,
+                shared_variables,
+                variables_json,
+                headers_json,
                 retries,
                 process_instance_key=None,
                 element_id=element_id,
@@ -543,10 +554,6 @@ class ZeebeGatewayEmulator:
                 tenant_id=tenant_id,
                 now=now,
             )
-            # Each job owns its variables dict, because FailJob variables are merged into it.
-            job.variables = json.loads(variables_json)
-            job.variables_json = variables_json
-            job.headers_json = headers_json
             self._make_activatable(job, now, wake=False)
             keys.append(job.key)
         self._wake_pollers(job_type)
@@ -556,8 +563,9 @@ class ZeebeGatewayEmulator:
     def _new_job(
         self,
         job_type: str,
-        variables: Mapping[str, Any] | None,
-        headers: Mapping[str, Any] | None,
+        variables: dict[str, Any],
+        variables_json: str,
+        headers_json: str,
         retries: int,
         *,
         process_instance_key: int | None,
@@ -577,8 +585,9 @@ class ZeebeGatewayEmulator:
         job = _Job(
             key=next(self._keys),
             type=job_type,
-            variables=dict(variables or {}),
-            headers_json=json.dumps(dict(headers or {})),
+            variables=variables,
+            variables_json=variables_json,
+            headers_json=headers_json,
             retries=retries,
             tenant_id=tenant_id,
             bpmn_process_id=bpmn_process_id,
@@ -888,8 +897,8 @@ class ZeebeGatewayEmulator:
             raise ValueError(f"unknown RPC {rpc!r}; expected one of {sorted(_RPC_NAMES)}")
         if times < 1:
             raise ValueError("times must be at least 1")
-        if after_apply and rpc in {"ActivateJobs", "StreamActivatedJobs", "Topology"}:
-            raise ValueError(f"after_apply applies to job commands, not {rpc}")
+        if (after_apply or job_key is not None) and rpc in _NOT_JOB_COMMANDS:
+            raise ValueError(f"after_apply and job_key apply to job commands, not to {rpc}")
         self._faults.append(
             _Fault(
                 rpc=rpc,
@@ -966,8 +975,9 @@ class ZeebeGatewayEmulator:
         job.activated_by.append(worker)
         job.activated_via.append(via)
         job.cancel_timer()
-        job.timer = asyncio.get_running_loop().call_at(
-            now + timeout_ms / 1000, self._on_deadline, job, len(job.activated_at)
+        # Timers run on the loop's clock (call_later); recorded times use time.monotonic().
+        job.timer = asyncio.get_running_loop().call_later(
+            timeout_ms / 1000, self._on_deadline, job, len(job.activated_at)
         )
 
     def _on_deadline(self, job: _Job, activation: int) -> None:
@@ -1099,14 +1109,15 @@ class ZeebeGatewayEmulator:
         job.retries = request.retries
         if variables:
             # Zeebe sets FailJob variables locally on the task, so the next activation sees them.
-            job.variables.update(variables)
+            # A new dict, never an update in place: create_jobs shares one dict between jobs.
+            job.variables = {**job.variables, **variables}
             job.variables_json = None
         if request.retries <= 0:
             self._finish(job, JobState.INCIDENT, outcome)
         elif request.retryBackOff > 0:
             self._finish(job, JobState.BACKING_OFF, outcome)
-            job.timer = asyncio.get_running_loop().call_at(
-                outcome.at + request.retryBackOff / 1000,
+            job.timer = asyncio.get_running_loop().call_later(
+                request.retryBackOff / 1000,
                 self._on_backoff_over,
                 job,
                 len(job.outcomes),
@@ -1141,12 +1152,11 @@ class ZeebeGatewayEmulator:
                 grpc.StatusCode.FAILED_PRECONDITION,
                 f"Expected to update the timeout of job with key '{job.key}', but it is not active",
             )
-        now = time.monotonic()
         # Zeebe sets the new deadline to now + timeout, not to the old deadline + timeout.
         job.deadline_ms = int(time.time() * 1000) + request.timeout
         job.cancel_timer()
-        job.timer = asyncio.get_running_loop().call_at(
-            now + request.timeout / 1000, self._on_deadline, job, len(job.activated_at)
+        job.timer = asyncio.get_running_loop().call_later(
+            request.timeout / 1000, self._on_deadline, job, len(job.activated_at)
         )
 
     def _update_retries(self, request: gateway_pb2.UpdateJobRetriesRequest) -> None:
@@ -1285,7 +1295,7 @@ class _Servicer(GatewayServicer):
         else:
             hold_s = 0.0  # negative: Zeebe answers at once, without long polling
         loop = asyncio.get_running_loop()
-        until = received_at + hold_s
+        until = loop.time() + hold_s
         jobs: list[_Job] = []
         try:
             while True:

@@ -76,10 +76,28 @@ WorkerFactory = Callable[..., Awaitable[ZeebeWorker]]
 # ---------------------------------------------------------------------- fixtures and helpers
 
 
+GatewayFactory = Callable[..., Awaitable[ZeebeGatewayEmulator]]
+
+
+@pytest.fixture(name="new_gateway")
+async def _new_gateway() -> AsyncIterator[GatewayFactory]:
+    """A factory of started gateways, all stopped when the test ends (after its workers)."""
+    started: list[ZeebeGatewayEmulator] = []
+
+    async def new_gateway(*, port: int | None = None, **kwargs: Any) -> ZeebeGatewayEmulator:
+        gateway = ZeebeGatewayEmulator(**kwargs)
+        await gateway.start(port=port)
+        started.append(gateway)
+        return gateway
+
+    yield new_gateway
+    for gateway in started:
+        await gateway.stop()
+
+
 @pytest.fixture(name="gateway")
-async def _gateway() -> AsyncIterator[ZeebeGatewayEmulator]:
-    async with ZeebeGatewayEmulator() as gateway:
-        yield gateway
+async def _gateway(new_gateway: GatewayFactory) -> ZeebeGatewayEmulator:
+    return await new_gateway()
 
 
 @pytest.fixture(name="stub")
@@ -89,8 +107,11 @@ async def _stub(gateway: ZeebeGatewayEmulator) -> AsyncIterator[GatewayAsyncStub
 
 
 @pytest.fixture(name="start_worker")
-async def _start_worker() -> AsyncIterator[WorkerFactory]:
-    """A factory that runs a real pyzeebe worker until the test ends (created in the loop)."""
+async def _start_worker(new_gateway: GatewayFactory) -> AsyncIterator[WorkerFactory]:
+    """A factory that runs a real pyzeebe worker until the test ends (created in the loop).
+
+    It depends on ``new_gateway`` so that workers stop before their gateways do.
+    """
     running: list[tuple[ZeebeWorker, asyncio.Task[None], grpc.aio.Channel]] = []
 
     async def start(
@@ -705,7 +726,9 @@ class TestRestart:
             )
         assert (await gateway.wait_for_outcome(key)).kind == "complete"
 
-    async def test_worker_started_before_the_gateway(self, start_worker: WorkerFactory) -> None:
+    async def test_worker_started_before_the_gateway(
+        self, new_gateway: GatewayFactory, start_worker: WorkerFactory
+    ) -> None:
         """A worker may start first; once the gateway listens on the chosen port it gets jobs."""
         port = free_port()
         address = f"127.0.0.1:{port}"
@@ -716,11 +739,10 @@ class TestRestart:
         while state is not grpc.ChannelConnectivity.TRANSIENT_FAILURE:
             await asyncio.wait_for(channel.wait_for_state_change(state), 10)
             state = channel.get_state()
-        gateway = ZeebeGatewayEmulator()
-        assert await gateway.start(port=port) == address
-        async with gateway:
-            key = gateway.create_job(JOB_TYPE, {"table": "incident"})
-            assert (await gateway.wait_for_outcome(key)).kind == "complete"
+        gateway = await new_gateway(port=port)
+        assert gateway.address == address
+        key = gateway.create_job(JOB_TYPE, {"table": "incident"})
+        assert (await gateway.wait_for_outcome(key)).kind == "complete"
 
 
 # ---------------------------------------------------------------------- streaming
@@ -743,20 +765,22 @@ class TestStreaming:
             with pytest.raises(ExceptionGroup):
                 await asyncio.wait_for(worker.work(), 10)
 
-    async def test_jobs_are_pushed_to_an_open_stream(self, start_worker: WorkerFactory) -> None:
+    async def test_jobs_are_pushed_to_an_open_stream(
+        self, new_gateway: GatewayFactory, start_worker: WorkerFactory
+    ) -> None:
         """With streaming on, a job created while a stream is open is pushed through it."""
-        async with ZeebeGatewayEmulator(streaming=True) as gateway:
-            await start_worker(gateway.address, complete_with_inputs, stream_enabled=True)
-            await gateway.wait_for_streams(JOB_TYPE)
-            key = gateway.create_job(JOB_TYPE, {"table": "incident"})
-            assert (await gateway.wait_for_outcome(key)).kind == "complete"
-            assert gateway.job(key).activated_via == ("stream",)
-            [call] = gateway.stream_requests
-            assert (call.type, call.worker, call.fetch_variable) == (
-                JOB_TYPE,
-                "test-worker",
-                ("table",),
-            )
+        gateway = await new_gateway(streaming=True)
+        await start_worker(gateway.address, complete_with_inputs, stream_enabled=True)
+        await gateway.wait_for_streams(JOB_TYPE)
+        key = gateway.create_job(JOB_TYPE, {"table": "incident"})
+        assert (await gateway.wait_for_outcome(key)).kind == "complete"
+        assert gateway.job(key).activated_via == ("stream",)
+        [call] = gateway.stream_requests
+        assert (call.type, call.worker, call.fetch_variable) == (
+            JOB_TYPE,
+            "test-worker",
+            ("table",),
+        )
 
     async def test_closed_stream_leaves_jobs_to_polling(self) -> None:
         """Once the client closes its stream, new jobs wait for ActivateJobs again; a stop ends
@@ -801,19 +825,19 @@ class TestBearerToken:
             assert gateway.unauthenticated_calls == 3
 
     async def test_worker_with_call_credentials_gets_jobs(
-        self, start_worker: WorkerFactory
+        self, new_gateway: GatewayFactory, start_worker: WorkerFactory
     ) -> None:
         """A worker sending the token (local credentials on loopback) completes jobs."""
-        async with ZeebeGatewayEmulator(require_bearer_token="s3cret") as gateway:
-            credentials = grpc.composite_channel_credentials(
-                grpc.local_channel_credentials(grpc.LocalConnectionType.LOCAL_TCP),
-                grpc.access_token_call_credentials("s3cret"),
-            )
-            channel = grpc.aio.secure_channel(gateway.address, credentials)
-            key = gateway.create_job(JOB_TYPE, {"table": "incident"})
-            await start_worker(gateway.address, complete_with_inputs, channel=channel)
-            assert (await gateway.wait_for_outcome(key)).kind == "complete"
-            assert gateway.unauthenticated_calls == 0
+        gateway = await new_gateway(require_bearer_token="s3cret")
+        credentials = grpc.composite_channel_credentials(
+            grpc.local_channel_credentials(grpc.LocalConnectionType.LOCAL_TCP),
+            grpc.access_token_call_credentials("s3cret"),
+        )
+        channel = grpc.aio.secure_channel(gateway.address, credentials)
+        key = gateway.create_job(JOB_TYPE, {"table": "incident"})
+        await start_worker(gateway.address, complete_with_inputs, channel=channel)
+        assert (await gateway.wait_for_outcome(key)).kind == "complete"
+        assert gateway.unauthenticated_calls == 0
 
 
 async def activate_with_metadata(
@@ -848,20 +872,22 @@ def _tls_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
 
 class TestTls:
     async def test_worker_over_tls_with_a_test_ca(
-        self, tls_files: dict[str, bytes], start_worker: WorkerFactory
+        self,
+        tls_files: dict[str, bytes],
+        new_gateway: GatewayFactory,
+        start_worker: WorkerFactory,
     ) -> None:
         """With certificate and key the gateway speaks TLS; a worker trusting the CA works."""
-        gateway = ZeebeGatewayEmulator(
+        gateway = await new_gateway(
             server_certificate_chain=tls_files["server.pem"], private_key=tls_files["server.key"]
         )
-        async with gateway:
-            channel = create_secure_channel(
-                grpc_address=gateway.address,
-                channel_credentials=grpc.ssl_channel_credentials(tls_files["ca.pem"]),
-            )
-            key = gateway.create_job(JOB_TYPE, {"table": "incident"})
-            await start_worker(gateway.address, complete_with_inputs, channel=channel)
-            assert (await gateway.wait_for_outcome(key)).kind == "complete"
+        channel = create_secure_channel(
+            grpc_address=gateway.address,
+            channel_credentials=grpc.ssl_channel_credentials(tls_files["ca.pem"]),
+        )
+        key = gateway.create_job(JOB_TYPE, {"table": "incident"})
+        await start_worker(gateway.address, complete_with_inputs, channel=channel)
+        assert (await gateway.wait_for_outcome(key)).kind == "complete"
 
     async def test_plaintext_client_cannot_talk_to_the_tls_gateway(
         self, tls_files: dict[str, bytes]

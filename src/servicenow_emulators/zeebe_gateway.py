@@ -53,6 +53,7 @@ __all__ = [
     "DEFAULT_LONG_POLL_MS",
     "DEFAULT_TENANT_ID",
     "GATEWAY_SERVICE_NAME",
+    "GATEWAY_VERSION",
     "ActivateJobsCall",
     "GatewayWaitTimeout",
     "JobOutcome",

@@ -112,6 +112,7 @@ def build_handler(
         ),
         retry_after_cap=settings.servicenow_retry_after_cap,
         job_timeout=settings.worker_job_timeout,
+        max_result_bytes=settings.worker_max_result_bytes,
     )
 
 

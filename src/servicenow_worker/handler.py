@@ -12,8 +12,10 @@ import structlog
 
 from servicenow_worker import outcome
 from servicenow_worker.errors import InputError, WorkerError
+from servicenow_worker.idempotency import create_once, idempotency_key
 from servicenow_worker.inputs import (
     InputRules,
+    Operation,
     OutputOptions,
     RecordRequest,
     gather_inputs,
@@ -22,7 +24,7 @@ from servicenow_worker.inputs import (
 )
 from servicenow_worker.logs import job_secret_values
 from servicenow_worker.secrets import ResolvedSecrets, SecretStore, resolve_placeholders
-from servicenow_worker.servicenow import TableClient
+from servicenow_worker.servicenow import TableClient, TableResponse
 
 log = structlog.get_logger("servicenow_worker.job")
 
@@ -34,6 +36,8 @@ class JobView:
     key: int
     retries: int
     deadline_ms: int
+    process_instance_key: int
+    element_instance_key: int
     headers: Mapping[str, Any]
     variables: Mapping[str, Any]
 
@@ -47,6 +51,7 @@ class JobHandler:
     secrets: SecretStore
     retry_after_cap: float
     job_timeout: float
+    max_result_bytes: int
 
     async def handle(self, job: JobView) -> outcome.Outcome:
         used = ResolvedSecrets()
@@ -58,8 +63,8 @@ class JobHandler:
             structlog.contextvars.bind_contextvars(
                 operation=request.operation.value, table=request.table
             )
-            response = await self.table_client.send(request, deadline=self._deadline(job))
-            result = outcome.for_response(response, options)
+            response = await self._send(job, request, options)
+            result = outcome.for_response(response, options, max_bytes=self.max_result_bytes)
             log.info(
                 "servicenow_answered",
                 status=response.status,
@@ -79,6 +84,17 @@ class JobHandler:
                 duration_ms=_elapsed_ms(started),
             )
         return outcome.masked(result, used)
+
+    async def _send(
+        self, job: JobView, request: RecordRequest, options: OutputOptions
+    ) -> TableResponse:
+        deadline = self._deadline(job)
+        if request.operation is Operation.CREATE and options.idempotency_field:
+            key = idempotency_key(job.process_instance_key, job.element_instance_key)
+            return await create_once(
+                self.table_client, request, options.idempotency_field, key, deadline=deadline
+            )
+        return await self.table_client.send(request, deadline=deadline)
 
     def _request(self, job: JobView, used: ResolvedSecrets) -> RecordRequest:
         gathered = gather_inputs(job.headers, job.variables)

@@ -1,10 +1,11 @@
 """How a job ends: the one place that turns a response or an error into Zeebe's next command."""
 
+import json
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any, Final
 
-from servicenow_worker.errors import ServiceNowUnavailable, WorkerError
+from servicenow_worker.errors import ResultTooLarge, ServiceNowUnavailable, WorkerError
 from servicenow_worker.inputs import OutputOptions
 from servicenow_worker.secrets import ResolvedSecrets
 from servicenow_worker.servicenow import TableResponse
@@ -42,12 +43,27 @@ class ThrowError:
 Outcome = Complete | Fail | ThrowError
 
 
-def for_response(response: TableResponse, options: OutputOptions) -> Outcome:
+def for_response(response: TableResponse, options: OutputOptions, *, max_bytes: int) -> Outcome:
     """The outcome of a request that ServiceNow answered with success."""
     variables: dict[str, Any] = {}
     if options.result_variable:
         variables[options.result_variable] = response.as_variable()
+        _check_size(variables, response, max_bytes)
     return Complete(variables)
+
+
+def _check_size(variables: dict[str, Any], response: TableResponse, max_bytes: int) -> None:
+    # Zeebe would refuse the completion (RESOURCE_EXHAUSTED) again at every retry: fail clearly.
+    # Escaping can make the variables up to six times the body; measure only when that could matter.
+    if response.body_bytes * 6 < max_bytes:
+        return
+    size = len(json.dumps(variables))
+    if size > max_bytes:
+        raise ResultTooLarge(
+            f"the response is {size} bytes as process variables, more than Zeebe takes "
+            f"({max_bytes}, setting WORKER_MAX_RESULT_BYTES): ask for fewer records (limit) "
+            "or fewer fields (fields)"
+        )
 
 
 def for_error(

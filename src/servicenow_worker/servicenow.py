@@ -21,6 +21,7 @@ from servicenow_worker.errors import (
     CONNECTION_ERROR,
     INVALID_RESPONSE,
     TIMEOUT,
+    InputError,
     ServiceNowRejected,
     ServiceNowUnavailable,
 )
@@ -35,6 +36,8 @@ METHODS: Final = {
     Operation.DELETE: "DELETE",
 }
 RETRYABLE_STATUSES: Final = frozenset({408, 429})
+# glide.rest.max_content_length: ServiceNow rejects larger request bodies with a 400.
+MAX_BODY_BYTES: Final = 10 * 1024 * 1024
 DETAIL_LIMIT: Final = 300
 # A Retry-After longer than this is not waited out in-process: the job is failed with that back-off.
 IN_PROCESS_WAIT_LIMIT: Final = 5.0
@@ -51,9 +54,14 @@ class TableResponse:
     is_list: bool = False
     total_count: int | None = None
     has_more: bool = False
+    deduplicated: bool = False
+    # Size of the body ServiceNow sent: a cheap bound on the size of the variables it becomes.
+    body_bytes: int = 0
 
     def as_variable(self) -> dict[str, Any]:
         variable: dict[str, Any] = {"status": self.status, "result": self.result}
+        if self.deduplicated:
+            variable["deduplicated"] = True
         if self.is_list:
             variable["count"] = len(self.result) if isinstance(self.result, list) else 0
             variable["totalCount"] = self.total_count
@@ -86,9 +94,8 @@ class TableClient:
         """Send `request`, retrying in-process where that is safe, until `deadline` (monotonic)."""
         method = METHODS[request.operation]
         url = build_url(request)
-        body = (
-            request.payload if request.operation in {Operation.CREATE, Operation.UPDATE} else None
-        )
+        body = _encoded_payload(request)
+        answer_lost = False
         budget = deadline - time.monotonic() - self._attempt_timeout - self._retry.wait_max
         retrying = stamina.retry_context(
             on=lambda error: self._may_retry(method, error),
@@ -100,7 +107,17 @@ class TableClient:
         )
         async for attempt in retrying:
             with attempt:
-                return await self._send_once(request, method, url, body)
+                try:
+                    return await self._send_once(request, method, url, body)
+                except ServiceNowRejected as rejected:
+                    if method == "DELETE" and rejected.status == 404 and answer_lost:
+                        # The earlier attempt deleted it; only its answer was lost.
+                        log.info("delete_already_done", table=request.table)
+                        return TableResponse(status=204, result=None)
+                    raise
+                except ServiceNowUnavailable as unavailable:
+                    answer_lost = answer_lost or not unavailable.never_sent
+                    raise
         raise AssertionError("unreachable: stamina raises the last error")  # pragma: no cover
 
     def _may_retry(self, method: str, error: Exception) -> bool | float:
@@ -116,7 +133,7 @@ class TableClient:
         return retry_after if retry_after is not None else True
 
     async def _send_once(
-        self, request: RecordRequest, method: str, url: str, body: dict[str, Any] | None
+        self, request: RecordRequest, method: str, url: str, body: bytes | None
     ) -> TableResponse:
         auth = httpx.BasicAuth(
             request.authentication.username, request.authentication.password.get_secret_value()
@@ -125,11 +142,25 @@ class TableClient:
             response = await self._http.request(
                 method,
                 url,
-                content=None if body is None else json.dumps(body).encode(),
+                content=body,
                 headers=BODY_HEADERS if body is not None else JSON_HEADERS,
                 auth=auth,
             )
         return _table_response(request, response)
+
+
+def _encoded_payload(request: RecordRequest) -> bytes | None:
+    """The JSON body of a create or update, refused before sending when ServiceNow would refuse it."""
+    if request.operation not in {Operation.CREATE, Operation.UPDATE}:
+        return None
+    body = json.dumps(request.payload, ensure_ascii=False).encode()
+    if len(body) > MAX_BODY_BYTES:
+        raise InputError(
+            "payload",
+            f"is {len(body)} bytes of JSON; ServiceNow accepts at most {MAX_BODY_BYTES} bytes "
+            "(10 MB) in one request: split the data or attach large content as a file",
+        )
+    return body
 
 
 def build_url(request: RecordRequest) -> str:
@@ -194,7 +225,7 @@ def _table_response(request: RecordRequest, response: httpx.Response) -> TableRe
     body = _json_body(request, response)
     is_list = request.operation is Operation.READ and request.sys_id is None
     if not is_list:
-        return TableResponse(status=status, result=body["result"])
+        return TableResponse(status=status, result=body["result"], body_bytes=len(response.content))
     total = response.headers.get("X-Total-Count")
     total_count = int(total) if total is not None and total.isdigit() else None
     return TableResponse(
@@ -203,6 +234,7 @@ def _table_response(request: RecordRequest, response: httpx.Response) -> TableRe
         is_list=True,
         total_count=total_count,
         has_more=_has_more(request, response, total_count),
+        body_bytes=len(response.content),
     )
 
 

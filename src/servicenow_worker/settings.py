@@ -49,6 +49,8 @@ class Settings(BaseSettings):
     worker_job_timeout: float = Field(default=300.0, gt=0)
     worker_poll_timeout: float = Field(default=10.0, gt=0, le=600)
     worker_shutdown_grace_period: float = Field(default=30.0, ge=0)
+    # Zeebe refuses commands over its maxMessageSize (4 MB by default): stay well under it.
+    worker_max_result_bytes: int = Field(default=3_000_000, ge=1_000)
 
     # ServiceNow (CONTRACT §7).
     servicenow_allowed_hosts: Annotated[tuple[str, ...], NoDecode] = (

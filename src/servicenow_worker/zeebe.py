@@ -159,6 +159,8 @@ class JobPump:
                     key=job.key,
                     retries=job.retries,
                     deadline_ms=job.deadline,
+                    process_instance_key=job.process_instance_key,
+                    element_instance_key=job.element_instance_key,
                     headers=job.custom_headers,
                     variables=job.variables,
                 )

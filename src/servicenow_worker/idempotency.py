@@ -1,0 +1,79 @@
+"""Exactly-once creates: a key derived from the job marks the record, and is looked up first.
+
+Zeebe delivers a job at least once: after a timeout, a lost answer or a retry, the same create can
+arrive again. With `idempotencyField` set, the record carries `camunda-<processInstanceKey>-
+<elementInstanceKey>`, the same for every delivery of the same task instance, and a create whose
+key is already there returns that record instead of inserting a second one.
+
+What remains: two deliveries working at the very same moment (a job that timed out at Zeebe while
+this worker still worked on it) could both miss the key. The worker prevents that by never working
+past its activation: WORKER_JOB_TIMEOUT is checked at start against the HTTP timeouts, and no
+in-process retry starts that could end after the job's deadline.
+"""
+
+from typing import Any
+
+import structlog
+
+from servicenow_worker.errors import InputError
+from servicenow_worker.inputs import Operation, RecordRequest
+from servicenow_worker.servicenow import TableClient, TableResponse
+
+log = structlog.get_logger(__name__)
+
+
+def idempotency_key(process_instance_key: int, element_instance_key: int) -> str:
+    """The key of one task instance: stable across retries and re-activations of its job."""
+    return f"camunda-{process_instance_key}-{element_instance_key}"
+
+
+async def create_once(
+    client: TableClient, request: RecordRequest, field: str, key: str, *, deadline: float
+) -> TableResponse:
+    """Return the record that already carries `key` in `field`, or create it with the key."""
+    found = await client.send(_lookup(request, field, key), deadline=deadline)
+    records = found.result if isinstance(found.result, list) else []
+    if records:
+        record = records[0]
+        if _field_value(record, field) != key:
+            raise InputError(
+                "idempotencyField",
+                f"names {field}, which table {request.table} does not have (ServiceNow ignored "
+                "the lookup): name a field of this table such as correlation_id",
+            )
+        log.info("create_deduplicated", idempotency_field=field)
+        return TableResponse(
+            status=200, result=record, deduplicated=True, body_bytes=found.body_bytes
+        )
+    payload = {**(request.payload or {}), field: key}
+    created = await client.send(request.model_copy(update={"payload": payload}), deadline=deadline)
+    if isinstance(created.result, dict) and _field_value(created.result, field) != key:
+        log.warning(
+            "idempotency_field_not_stored",
+            idempotency_field=field,
+            hint="the table lacks this field or it is not readable: deduplication cannot work",
+        )
+    return created
+
+
+def _lookup(request: RecordRequest, field: str, key: str) -> RecordRequest:
+    fields = None
+    if request.fields:
+        fields = tuple(dict.fromkeys((*request.fields, "sys_id", field)))
+    return request.model_copy(
+        update={
+            "operation": Operation.READ,
+            "query": f"{field}={key}",
+            "sys_id": None,
+            "limit": 1,
+            "offset": 0,
+            "fields": fields,
+            "payload": None,
+        }
+    )
+
+
+def _field_value(record: dict[str, Any], field: str) -> Any:
+    value = record.get(field)
+    # With displayValue=all every field is {"display_value": …, "value": …}.
+    return value.get("value") if isinstance(value, dict) else value

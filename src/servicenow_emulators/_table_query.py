@@ -160,6 +160,9 @@ class CompiledQuery:
     no_rows: bool = False
     forbidden: bool = False
     order: tuple[tuple[Callable[[Record], Any], bool], ...] = ()
+    # (field, value) of a top-level `field=value` every matching row must satisfy: lets the
+    # store look rows up in a hash index instead of scanning (idempotency-key lookups)
+    index: tuple[str, str] | None = None
 
     def apply(self, rows: list[Record]) -> list[Record]:
         """Filter and sort `rows` (which it never mutates)."""
@@ -186,6 +189,7 @@ class _Resolved:
     field: Field
     value: Getter  # the stored value
     display: Getter  # what LIKE, STARTSWITH and sorting see on a reference
+    plain: str | None = None  # the column name when not dot-walked: lets predicates inline it
 
 
 def _resolve(
@@ -200,7 +204,8 @@ def _resolve(
     if f is None:
         raise _Invalid(name)
     if not sub:
-        return _Resolved(f, *_getters(f, base, display_of))
+        value, display = _getters(f, base, display_of)
+        return _Resolved(f, value, display, base)
     if f.reference is None or "." in sub:
         raise _Invalid(name)
     target = schemas.get(f.reference)
@@ -292,6 +297,8 @@ def _ends(resolved: _Resolved, value: str) -> Predicate:
 
 def _in(resolved: _Resolved, value: str) -> Predicate:
     get, members = resolved.value, frozenset(v.strip() for v in value.split(","))
+    if (name := resolved.plain) is not None:
+        return lambda r: r.get(name, "") in members
     return lambda r: get(r) in members
 
 
@@ -311,11 +318,15 @@ def _between(resolved: _Resolved, value: str) -> Predicate:
 
 def _equals(resolved: _Resolved, value: str) -> Predicate:
     get = resolved.value
+    if (name := resolved.plain) is not None:
+        return lambda r: r.get(name, "") == value
     return lambda r: get(r) == value
 
 
 def _not_equals(resolved: _Resolved, value: str) -> Predicate:
     get = resolved.value
+    if (name := resolved.plain) is not None:
+        return lambda r: r.get(name, "") != value
     return lambda r: get(r) != value
 
 
@@ -424,6 +435,7 @@ def compile_query(
 ) -> CompiledQuery:
     """Bind a parsed query to `schema`; `display_of(table, sys_id)` names referenced records."""
     binding = _Binding(schema, schemas, store, display_of)
+    index: tuple[str, str] | None = None
     block_predicates: list[Predicate] = []
     match_all = not parsed.blocks
     for block in parsed.blocks:
@@ -440,6 +452,15 @@ def compile_query(
                         return CompiledQuery(None, no_rows=True)
             if terms:
                 group_predicates.append(_any(terms))
+                term = group[0]
+                if (
+                    index is None
+                    and len(parsed.blocks) == 1
+                    and len(group) == 1
+                    and term.op == "="
+                    and "." not in term.field
+                ):
+                    index = (term.field, term.value)
         if not group_predicates:
             # every condition of this block was dropped: it matches the whole table
             match_all = True
@@ -451,5 +472,6 @@ def compile_query(
             order.append((_sort_key(binding.resolve(name)), descending))
         except _Invalid:
             continue  # ServiceNow ignores ORDERBY on an unknown field
-    predicate = None if match_all else _any(block_predicates)
-    return CompiledQuery(predicate, order=tuple(order))
+    if match_all:
+        return CompiledQuery(None, order=tuple(order))
+    return CompiledQuery(_any(block_predicates), order=tuple(order), index=index)

@@ -60,7 +60,13 @@ class TableStore:
         self.schemas: dict[str, TableSchema] = {}
         self.rows: dict[str, dict[str, Record]] = {}
         self._compiled: dict[tuple[str, str, InvalidQueryPolicy], CompiledQuery] = {}
+        self._renderers: dict[tuple[str, str | None, str, bool, str], Renderer] = {}
         self._user_ids: dict[str, str] = {}
+        # Hash indexes built on first use by a `field=value` query, kept up to date by writes:
+        # table → field → value → sys_ids. `_seq` restores table order inside a bucket.
+        self._indexes: dict[str, dict[str, dict[str, dict[str, None]]]] = {}
+        self._seq: dict[str, dict[str, int]] = {}
+        self._next_seq = 0
         for schema in builtin_tables():
             self.add_table(schema)
 
@@ -72,6 +78,8 @@ class TableStore:
         if existing is None:
             self.schemas[schema.name] = schema
             self.rows[schema.name] = {}
+            self._indexes[schema.name] = {}
+            self._seq[schema.name] = {}
         else:
             for name, f in schema.fields.items():
                 if name not in existing.fields:
@@ -79,8 +87,9 @@ class TableStore:
                     for record in self.rows[schema.name].values():
                         record[name] = f.default if isinstance(f.default, str) else ""
             schema = existing
-        # field sets changed: compiled queries may now resolve differently
+        # field sets changed: compiled queries and renderers may now resolve differently
         self._compiled.clear()
+        self._renderers.clear()
         return schema
 
     # -- reads ----------------------------------------------------------------------------
@@ -111,6 +120,43 @@ class TableStore:
             )
             self._compiled[key] = compiled
         return compiled
+
+    def select(self, table: str, compiled: CompiledQuery) -> list[Record]:
+        """The rows of `table` matching `compiled`, in table order unless it sorts them."""
+        if compiled.index is None or compiled.no_rows:
+            return compiled.apply(list(self.rows[table].values()))
+        name, value = compiled.index
+        index = self._indexes[table].get(name)
+        if index is None:
+            index = self._build_index(table, name)
+        bucket = index.get(value)
+        if not bucket:
+            return []
+        rows = self.rows[table]
+        candidates = [rows[sys_id] for sys_id in bucket]
+        if len(candidates) > 1:
+            seq = self._seq[table]
+            candidates.sort(key=lambda r: seq[r["sys_id"]])
+        return compiled.apply(candidates)
+
+    def _build_index(self, table: str, name: str) -> dict[str, dict[str, None]]:
+        index: dict[str, dict[str, None]] = {}
+        for sys_id, record in self.rows[table].items():
+            index.setdefault(record.get(name, ""), {})[sys_id] = None
+        self._indexes[table][name] = index
+        return index
+
+    def _unindex(self, table: str, record: Record) -> None:
+        sys_id = record["sys_id"]
+        for name, index in self._indexes[table].items():
+            bucket = index.get(record.get(name, ""))
+            if bucket is not None:
+                bucket.pop(sys_id, None)
+
+    def _reindex(self, table: str, record: Record) -> None:
+        sys_id = record["sys_id"]
+        for name, index in self._indexes[table].items():
+            index.setdefault(record.get(name, ""), {})[sys_id] = None
 
     def user_sys_id(self, user_name: str | None) -> str:
         """sys_id of the sys_user record whose user_name is `user_name`, or ""."""
@@ -181,7 +227,13 @@ class TableStore:
         record["sys_updated_by"] = record["sys_updated_by"] or record["sys_created_by"]
         if from_rest:
             self._business_rules(schema, record, values)
+        previous = self.rows[table].get(record["sys_id"])
+        if previous is not None:
+            self._unindex(table, previous)  # a seed may reuse a sys_id
         self.rows[table][record["sys_id"]] = record
+        self._seq[table][record["sys_id"]] = self._next_seq
+        self._next_seq += 1
+        self._reindex(table, record)
         return record
 
     def update(
@@ -199,6 +251,7 @@ class TableStore:
         record = self.rows[table].get(sys_id)
         if record is None:
             return None
+        self._unindex(table, record)
         self._apply(schema, record, values, from_rest, input_display_value)
         record["sys_id"] = sys_id  # the key of the row never changes
         if from_rest:
@@ -206,6 +259,7 @@ class TableStore:
             record["sys_updated_on"] = now_utc()
             record["sys_updated_by"] = user
             record["sys_mod_count"] = str(int(record.get("sys_mod_count") or "0") + 1)
+        self._reindex(table, record)
         return record
 
     def _apply(
@@ -241,7 +295,12 @@ class TableStore:
 
     def delete(self, table: str, sys_id: str) -> bool:
         """Remove a record; False when there was none."""
-        return self.rows[table].pop(sys_id, None) is not None
+        record = self.rows[table].pop(sys_id, None)
+        if record is None:
+            return False
+        self._unindex(table, record)
+        self._seq[table].pop(sys_id, None)
+        return True
 
     # -- rendering ------------------------------------------------------------------------
 
@@ -258,6 +317,12 @@ class TableStore:
         `fields` is `sysparm_fields` (unknown names dropped, `ref.field` dot-walks one level and
         comes back as a flat key); `link_base` is `<scheme>://<host>/api/now[/vN]/table/`.
         """
+        key = (table, fields, mode, exclude_reference_link, link_base)
+        cached = self._renderers.get(key)
+        if cached is not None:
+            return cached
+        if len(self._renderers) > 1024:
+            self._renderers.clear()
         schema = self.schemas[table]
         style = _Style(mode, exclude_reference_link, link_base, self.display_of)
         plan: list[tuple[str, Callable[[Record], JSONValue]]] = []
@@ -275,8 +340,9 @@ class TableStore:
             plan.extend((name, style.field(f, name)) for name, f in schema.fields.items())
 
         def render(record: Record) -> dict[str, JSONValue]:
-            return {key: entry(record) for key, entry in plan}
+            return {name: entry(record) for name, entry in plan}
 
+        self._renderers[key] = render
         return render
 
     def _field_entry(

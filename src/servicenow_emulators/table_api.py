@@ -170,10 +170,10 @@ class BasicAuthChecker:
 class RecordedRequest:
     """One request as the emulator received it.
 
-    `headers` has lower-case names. `query` holds the query parameters (the last value of a
+    `headers` has lower-case names. `query` holds the query parameters (the first value of a
     repeated one). `body` is the parsed JSON body, or None when there was none or it was not
-    JSON. `user` is the authenticated user (None when authentication failed or the path is
-    public). `status` is the status the emulator answered (None while in flight, or when a
+    JSON. `user` is the authenticated user (None when no credential checker accepted the
+    request). `status` is the status the emulator answered (None while in flight, or when a
     fault dropped the connection before an answer); `fault` is the kind of the fault that hit
     the request, if any.
     """
@@ -586,8 +586,6 @@ class ServiceNowEmulator:
         response.headers["X-Is-Logged-In"] = "true" if auth.user else "false"
         for name, value in _STATIC_HEADERS.items():
             response.headers.setdefault(name, value)
-        if request.method == "HEAD" and isinstance(response, web.Response):
-            response.body = None
         recorded.status = response.status
         return response
 
@@ -741,8 +739,9 @@ class ServiceNowEmulator:
         query = params.get("sysparm_query")
         if not query:
             query = self._pairs_query(call)
-        rows = list(self._store.rows[call.table].values())
-        if query:
+        if not query:
+            rows = list(self._store.rows[call.table].values())
+        else:
             compiled = self._store.compiled(call.table, query, self.invalid_query)
             if compiled.forbidden:
                 return _error(
@@ -750,7 +749,7 @@ class ServiceNowEmulator:
                     "Insufficient rights to query records",
                     "Field(s) present in the query do not have permission to be read",
                 )
-            rows = compiled.apply(rows)
+            rows = self._store.select(call.table, compiled)
         total = len(rows)
         limit = _int_param(params.get("sysparm_limit"), DEFAULT_LIMIT)
         if limit <= 0:

@@ -201,8 +201,9 @@ class TableStore:
         from_rest: bool,
         input_display_value: bool = False,
     ) -> Record:
-        """Create a record. REST writes drop unknown and `sys_*` fields and run business rules;
-        seeding (`from_rest=False`) may set `sys_*` fields and rejects unknown ones."""
+        """Create a record. REST writes drop unknown and `sys_*` fields; seeding
+        (`from_rest=False`) may set `sys_*` fields, rejects unknown ones and lets business rules
+        fill in only the fields it does not set."""
         schema = self.schemas[table]
         now = now_utc()
         record: Record = {}
@@ -225,8 +226,7 @@ class TableStore:
         record["sys_updated_on"] = record["sys_updated_on"] or record["sys_created_on"]
         record["sys_created_by"] = record["sys_created_by"] or user
         record["sys_updated_by"] = record["sys_updated_by"] or record["sys_created_by"]
-        if from_rest:
-            self._business_rules(schema, record, values)
+        self._business_rules(schema, record, values, keep_given=not from_rest)
         previous = self.rows[table].get(record["sys_id"])
         if previous is not None:
             self._unindex(table, previous)  # a seed may reuse a sys_id
@@ -283,14 +283,21 @@ class TableStore:
                 continue
             record[name] = self._resolve_input(schema, f, value, input_display_value)
 
+    @staticmethod
     def _business_rules(
-        self, schema: TableSchema, record: Record, values: Mapping[str, object]
+        schema: TableSchema,
+        record: Record,
+        values: Mapping[str, object],
+        *,
+        keep_given: bool = False,
     ) -> None:
-        if schema.priority_from_impact_urgency:
+        """Incident priority from impact and urgency; `active` following the state. A seed
+        (`keep_given`) keeps the values it sets explicitly."""
+        if schema.priority_from_impact_urgency and not (keep_given and "priority" in values):
             computed = PRIORITY_MATRIX.get((record.get("impact", ""), record.get("urgency", "")))
             if computed is not None:
                 record["priority"] = computed
-        if schema.inactive_states and "state" in values:
+        if schema.inactive_states and "state" in values and not (keep_given and "active" in values):
             record["active"] = "false" if record.get("state") in schema.inactive_states else "true"
 
     def delete(self, table: str, sys_id: str) -> bool:

@@ -330,8 +330,11 @@ class ServiceNowEmulator:
         existing = self._store.user_sys_id(name)
         if existing:
             return dict(self._store.rows["sys_user"][existing])
-        display = "System Administrator" if name == "admin" else name
-        values: dict[str, object] = {"user_name": name, "name": display, **fields}
+        values: dict[str, object] = {"user_name": name, "name": name}
+        if name == "admin":
+            values.update(first_name="System", last_name="Administrator")
+            values["name"] = "System Administrator"
+        values.update(fields)
         return self.insert("sys_user", values)
 
     def add_table(
@@ -356,9 +359,10 @@ class ServiceNowEmulator:
         return list(self._store.schemas)
 
     def insert(self, table: str, fields: Mapping[str, object], *, user: str = "admin") -> Record:
-        """Seed a record (a copy is returned). Defaults, numbering and sys_* fields are filled
-        in as on a REST insert, but given sys_* fields (even sys_id) are kept, unknown fields
-        raise KeyError and no business rule runs (incident priority is stored as given)."""
+        """Seed a record (a copy is returned). Defaults, numbering, sys_* fields and business
+        rules (incident priority from impact and urgency, `active` from the state) fill in what
+        `fields` leaves out; what it gives is kept as given, sys_* fields (even sys_id)
+        included. Unknown fields raise KeyError."""
         if table not in self._store.schemas:
             raise KeyError(f"unknown table {table!r}; add_table() it first")
         return dict(self._store.insert(table, fields, user=user, from_rest=False))
@@ -423,7 +427,6 @@ class ServiceNowEmulator:
                     "state": state,
                     "impact": impact,
                     "urgency": impact,
-                    "priority": {"1": "1", "2": "3", "3": "5"}[impact],
                     "caller_id": abel["sys_id"],
                     "assigned_to": beth["sys_id"],
                     "assignment_group": group["sys_id"],

@@ -434,7 +434,8 @@ class TestWrites:
     def test_seeding_rejects_unknown_fields_and_returns_copies(
         self, emulator: ServiceNowEmulator
     ) -> None:
-        """insert() keeps given sys fields, refuses unknown fields; records() are copies."""
+        """insert() keeps what it is given (sys fields too) and computes the rest, refuses
+        unknown fields; records() are copies."""
         record = emulator.insert("incident", {"sys_id": "fixed", "number": "INC0999999"})
         assert record["sys_id"] == "fixed"
         assert record["number"] == "INC0999999"
@@ -442,6 +443,8 @@ class TestWrites:
             emulator.insert("incident", {"nope": "x"})
         with pytest.raises(KeyError):
             emulator.insert("no_table", {})
+        assert emulator.insert("incident", {"impact": "1", "urgency": "1"})["priority"] == "1"
+        assert emulator.insert("incident", {"priority": "2"})["priority"] == "2"
         emulator.records("incident")[0]["short_description"] = "mutated"
         assert emulator.record("incident", "fixed")["short_description"] == ""  # type: ignore[index]
 
@@ -778,7 +781,7 @@ class TestDisplayValues:
         )
         assert response.json()["result"] == {
             "state": "In Progress",
-            "priority": "4 - Low",
+            "priority": "5 - Planning",
             "active": "true",
         }
 

@@ -23,13 +23,13 @@ from servicenow_emulators.zeebe_gateway import ZeebeGatewayEmulator
 JOB_TYPE = "servicenow:1"
 AUTH = {"username": "soak", "password": "soak-pw"}
 FAULTS = [
-    lambda: Fault.service_unavailable(),
-    lambda: Fault.bad_gateway(),
+    Fault.service_unavailable,
+    Fault.bad_gateway,
     lambda: Fault.rate_limited(retry_after=0),
     lambda: Fault.truncated_json(method="GET"),
-    lambda: Fault.connection_reset(),
-    lambda: Fault.drop_after_processing(),
-    lambda: Fault.hibernating(),
+    Fault.connection_reset,
+    Fault.drop_after_processing,
+    Fault.hibernating,
 ]
 
 
@@ -122,9 +122,6 @@ async def soak(jobs: int, fault_rate: float, in_flight: int) -> int:
         )
         duplicates = sum(count - 1 for count in correlation.values() if count > 1)
         completed_creates = sum(1 for key in creates if outcomes[key].kind == "complete")
-        injected = (
-            sum(faults.result().values()) if faults.done() and not faults.cancelled() else None
-        )
         fault_hits = sum(1 for r in servicenow.requests if r.fault is not None)
         print(
             f"jobs: {jobs} in {elapsed:.1f} s ({jobs / elapsed:.0f} jobs/s), worker exit code {exit_code}"
@@ -141,7 +138,6 @@ async def soak(jobs: int, fault_rate: float, in_flight: int) -> int:
         print(
             f"worker RSS MB: start {rss['start']:.1f}, middle {rss['middle']:.1f}, end {rss['end']:.1f}"
         )
-        del injected
         ok = (
             set(finals_per_job) == {1}
             and kinds == {"complete": jobs}

@@ -2,7 +2,8 @@
 
     WorkerError                      every failure of a job; its message never holds a credential
     ├── InputError                   the job's inputs are wrong: fail with retries 0, nothing sent
-    │   └── ResultTooLarge           the answer would not fit into Zeebe's variables
+    ├── ExpressionFailed             resultExpression failed: retries 0
+    ├── ResultTooLarge               the answer would not fit into Zeebe's variables: retries 0
     ├── ServiceNowRejected           ServiceNow answered 4xx (not 408/429): fail with retries 0
     └── ServiceNowUnavailable        408, 429, 5xx, timeouts, dropped connections, non-JSON 200:
                                      fail with retries - 1 after a back-off
@@ -38,6 +39,10 @@ class InputError(WorkerError):
     def __init__(self, field: str, problem: str) -> None:
         super().__init__(f"{field} {problem}")
         self.field = field
+
+
+class ExpressionFailed(WorkerError):
+    """resultExpression did not parse, failed, or gave something other than a context."""
 
 
 class ResultTooLarge(WorkerError):

@@ -64,7 +64,9 @@ class JobHandler:
                 operation=request.operation.value, table=request.table
             )
             response = await self._send(job, request, options)
-            result = outcome.for_response(response, options, max_bytes=self.max_result_bytes)
+            result = outcome.for_response(
+                response, options, max_bytes=self.max_result_bytes, job_retries=job.retries
+            )
             log.info(
                 "servicenow_answered",
                 status=response.status,

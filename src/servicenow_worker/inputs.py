@@ -25,6 +25,7 @@ from pydantic import (
     model_validator,
 )
 
+from servicenow_worker import feel
 from servicenow_worker.errors import InputError
 
 
@@ -372,6 +373,18 @@ class OutputOptions(BaseModel):
     def _variable_name(cls, value: str) -> str:
         if not VARIABLE_NAME.fullmatch(value):
             raise ValueError(f"must be a process variable name such as incident (got {value!r})")
+        return value
+
+    @field_validator("result_expression", "error_expression")
+    @classmethod
+    def _feel_expression(cls, value: str) -> str:
+        # Parsed (and cached) before any request is sent: a typo must not follow a create.
+        try:
+            feel.compile_expression(value)
+        except feel.FeelError as error:
+            raise ValueError(
+                f"is not a FEEL expression this worker can evaluate: {error}"
+            ) from None
         return value
 
     @field_validator("retry_backoff", mode="before")

@@ -5,7 +5,13 @@ from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any, Final
 
-from servicenow_worker.errors import ResultTooLarge, ServiceNowUnavailable, WorkerError
+from servicenow_worker import feel
+from servicenow_worker.errors import (
+    ExpressionFailed,
+    ResultTooLarge,
+    ServiceNowUnavailable,
+    WorkerError,
+)
 from servicenow_worker.inputs import OutputOptions
 from servicenow_worker.secrets import ResolvedSecrets
 from servicenow_worker.servicenow import TableResponse
@@ -43,13 +49,62 @@ class ThrowError:
 Outcome = Complete | Fail | ThrowError
 
 
-def for_response(response: TableResponse, options: OutputOptions, *, max_bytes: int) -> Outcome:
+def for_response(
+    response: TableResponse, options: OutputOptions, *, max_bytes: int, job_retries: int
+) -> Outcome:
     """The outcome of a request that ServiceNow answered with success."""
+    answer = response.as_variable()
     variables: dict[str, Any] = {}
     if options.result_variable:
-        variables[options.result_variable] = response.as_variable()
+        variables[options.result_variable] = answer
+    if options.result_expression:
+        variables.update(_result_expression_variables(options.result_expression, answer))
+    if variables:
         _check_size(variables, response, max_bytes)
-    return Complete(variables)
+    completed = Complete(variables)
+    if not options.error_expression:
+        return completed
+    scope = {**answer, "response": answer, "error": None, "job": {"retries": job_retries}}
+    return _error_expression_outcome(options.error_expression, scope, completed)
+
+
+def _result_expression_variables(expression: str, answer: dict[str, Any]) -> dict[str, Any]:
+    """What resultExpression makes of the response: a context, whose entries become variables."""
+    try:
+        result = feel.compile_expression(expression).evaluate({**answer, "response": answer})
+    except feel.FeelError as error:
+        raise ExpressionFailed(f"resultExpression failed: {error}") from None
+    if not isinstance(result, dict):
+        raise ExpressionFailed(
+            f"resultExpression must give a context such as {{number: result.number}}, "
+            f"got {_feel_type(result)}: {expression}"
+        )
+    return result
+
+
+def _error_expression_outcome(expression: str, scope: dict[str, Any], default: Outcome) -> Outcome:
+    """What errorExpression decides: a BPMN error, a job error, ignoring the error, or the default."""
+    try:
+        request = feel.interpret_error_expression_result(
+            feel.compile_expression(expression).evaluate(scope)
+        )
+    except feel.FeelError as error:
+        return Fail(_limited(f"errorExpression failed: {error}"), retries=0)
+    match request:
+        case feel.BpmnErrorRequest(code=code, message=message, variables=variables):
+            return ThrowError(code, _limited(message), variables)
+        case feel.JobErrorRequest(
+            message=message, variables=variables, retries=retries, retry_backoff=backoff
+        ):
+            return Fail(_limited(message), retries=retries, backoff=backoff, variables=variables)
+        case feel.IgnoreErrorRequest(variables=variables):
+            return Complete(variables)
+        case None:
+            return default
+
+
+def _feel_type(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
 
 
 def _check_size(variables: dict[str, Any], response: TableResponse, max_bytes: int) -> None:
@@ -69,7 +124,26 @@ def _check_size(variables: dict[str, Any], response: TableResponse, max_bytes: i
 def for_error(
     error: WorkerError, *, job_retries: int, options: OutputOptions | None, retry_after_cap: float
 ) -> Outcome:
-    """The outcome of a failed job: retries 0 for what a retry cannot fix, else retries - 1."""
+    """The outcome of a failed job: retries 0 for what a retry cannot fix, else retries - 1;
+    unless errorExpression decides otherwise."""
+    default = _default_failure(error, job_retries, options, retry_after_cap)
+    if options is None or not options.error_expression:
+        return default
+    scope = {
+        "error": {
+            "code": error.code,
+            "message": error.message,
+            "type": type(error).__name__,
+            "variables": error.variables,
+        },
+        "job": {"retries": job_retries},
+    }
+    return _error_expression_outcome(options.error_expression, scope, default)
+
+
+def _default_failure(
+    error: WorkerError, job_retries: int, options: OutputOptions | None, retry_after_cap: float
+) -> Fail:
     if not isinstance(error, ServiceNowUnavailable):
         return Fail(_limited(error.message), retries=0)
     retries = max(job_retries - 1, 0)

@@ -70,7 +70,7 @@ class TestSuccess:
         """The response lands in the variable that resultVariable names."""
         options = parse_output_options({"resultVariable": "incident"})
         result = outcome.for_response(
-            TableResponse(201, {"number": "INC1"}), options, max_bytes=10**6
+            TableResponse(201, {"number": "INC1"}), options, max_bytes=10**6, job_retries=3
         )
         assert result == outcome.Complete(
             {"incident": {"status": 201, "result": {"number": "INC1"}}}
@@ -79,7 +79,7 @@ class TestSuccess:
     def test_no_result_variable_no_variables(self) -> None:
         """Without resultVariable the job completes with no variables."""
         assert outcome.for_response(
-            TableResponse(204, None), OPTIONS, max_bytes=10**6
+            TableResponse(204, None), OPTIONS, max_bytes=10**6, job_retries=3
         ) == outcome.Complete({})
 
     def test_result_too_large(self) -> None:
@@ -88,7 +88,7 @@ class TestSuccess:
         rows = [{"description": "ü" * 1000}] * 100
         response = TableResponse(200, rows, is_list=True, body_bytes=100_000)
         with pytest.raises(ResultTooLarge, match=r"ask for fewer records \(limit\)"):
-            outcome.for_response(response, options, max_bytes=300_000)
+            outcome.for_response(response, options, max_bytes=300_000, job_retries=3)
 
 
 def test_masked_message() -> None:

@@ -18,8 +18,10 @@ from pyzeebe.grpc_internals.zeebe_adapter import ZeebeAdapter
 
 from servicenow_worker import __version__
 from servicenow_worker.handler import JobHandler
+from servicenow_worker.health import HealthServer
 from servicenow_worker.inputs import InputRules
 from servicenow_worker.logs import configure
+from servicenow_worker.metrics import WorkerMetrics
 from servicenow_worker.secrets import SecretStore
 from servicenow_worker.servicenow import RetryPolicy, TableClient
 from servicenow_worker.settings import Settings
@@ -71,8 +73,20 @@ def load_settings() -> Settings:
         sys.exit(EXIT_INVALID_SETTINGS)
 
 
-def build_http_client(settings: Settings) -> httpx.AsyncClient:
+def build_http_client(
+    settings: Settings, metrics: WorkerMetrics | None = None
+) -> httpx.AsyncClient:
     """One pooled client for every job: keep-alive connections, TLS verified, no environment."""
+    transport: httpx.AsyncBaseTransport = httpx.AsyncHTTPTransport(
+        limits=httpx.Limits(
+            max_connections=settings.worker_max_jobs_in_flight,
+            max_keepalive_connections=settings.worker_max_jobs_in_flight,
+        ),
+        verify=True,
+        trust_env=False,
+    )
+    if metrics is not None:
+        transport = metrics.instrument(transport)  # times each request to ServiceNow
     return httpx.AsyncClient(
         timeout=httpx.Timeout(
             connect=settings.servicenow_connect_timeout,
@@ -80,11 +94,7 @@ def build_http_client(settings: Settings) -> httpx.AsyncClient:
             write=settings.servicenow_read_timeout,
             pool=settings.servicenow_connect_timeout,
         ),
-        limits=httpx.Limits(
-            max_connections=settings.worker_max_jobs_in_flight,
-            max_keepalive_connections=settings.worker_max_jobs_in_flight,
-        ),
-        verify=True,
+        transport=transport,
         trust_env=False,
         follow_redirects=False,
         headers={"User-Agent": f"servicenow-worker/{__version__}"},
@@ -125,6 +135,7 @@ def pump_settings(settings: Settings) -> PumpSettings:
         poll_timeout=settings.worker_poll_timeout,
         shutdown_grace_period=settings.worker_shutdown_grace_period,
         gateway_address=settings.zeebe_address,
+        tenant_ids=settings.zeebe_tenant_ids,
     )
 
 
@@ -136,14 +147,18 @@ async def open_worker(
 
     `secrets` replaces the `SECRET_*` environment variables (the demo brings its own).
     """
-    async with build_http_client(settings) as http:
+    metrics = WorkerMetrics(settings.worker_max_jobs_in_flight)
+    async with build_http_client(settings, metrics) as http:
         channel = build_channel(settings)
         try:
-            yield JobPump(
+            pump = JobPump(
                 ZeebeAdapter(channel, max_connection_retries=-1),
                 build_handler(settings, http, secrets),
                 pump_settings(settings),
+                metrics,
             )
+            metrics.watch(pump)
+            yield pump
         finally:
             await channel.close(grace=None)
 
@@ -157,10 +172,46 @@ async def serve(settings: Settings) -> int:
         servicenow_url_template=settings.servicenow_url_template,
     )
     async with open_worker(settings) as pump:
+        health = await start_health_server(settings, pump)
+        if health is None:
+            return 1
+
+        def stop() -> None:
+            health.draining()
+            pump.request_stop()
+
         loop = asyncio.get_running_loop()
         for signal_number in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signal_number, pump.request_stop)
-        return await supervise(pump)
+            loop.add_signal_handler(signal_number, stop)
+        try:
+            return await supervise(pump)
+        finally:
+            await health.stop()
+
+
+async def start_health_server(settings: Settings, pump: JobPump) -> HealthServer | None:
+    """/livez, /readyz and /metrics on HEALTH_HOST:HEALTH_PORT; None (said on stderr) if it cannot bind."""
+    health = HealthServer(
+        pump,
+        pump.metrics,
+        host=settings.health_host,
+        port=settings.health_port,
+        max_jobs_in_flight=settings.worker_max_jobs_in_flight,
+        poll_timeout=settings.worker_poll_timeout,
+    )
+    try:
+        await health.start()
+    except OSError as error:
+        where = f"{settings.health_host}:{settings.health_port}"
+        log.error("health_server_failed", address=where, error=str(error))
+        print(
+            f"servicenow-worker: cannot serve the health endpoint on {where} ({error}): "
+            "set HEALTH_PORT to a free port",
+            file=sys.stderr,
+        )
+        return None
+    log.info("health_server_started", host=settings.health_host, port=health.port)
+    return health
 
 
 async def supervise(pump: JobPump) -> int:

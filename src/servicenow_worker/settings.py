@@ -17,7 +17,9 @@ HOST_PATTERN = re.compile(
 class Settings(BaseSettings):
     """Every setting, named as its environment variable (case-insensitive)."""
 
-    model_config = SettingsConfigDict(frozen=True, extra="ignore", case_sensitive=False)
+    model_config = SettingsConfigDict(
+        frozen=True, extra="ignore", case_sensitive=False, env_ignore_empty=True
+    )
 
     # Zeebe connection (CONTRACT §7; Camunda's own variable names).
     zeebe_address: str = "localhost:26500"
@@ -41,6 +43,16 @@ class Settings(BaseSettings):
     )
     camunda_cluster_id: str | None = None
     camunda_cluster_region: str | None = None
+    # Transport security: None means "TLS when ZEEBE_ADDRESS is https://, a CA file is given or
+    # CAMUNDA_CLUSTER_ID is set, else plaintext"; true/false forces it.
+    zeebe_tls: bool | None = None
+    zeebe_ca_certificate_path: Path | None = None
+    # Multi-tenancy: the tenants whose jobs this worker takes (empty: the default tenant).
+    zeebe_tenant_ids: Annotated[tuple[str, ...], NoDecode] = ()
+
+    # Health and metrics HTTP endpoint (/livez, /readyz, /metrics); port 0 picks a free one.
+    health_host: str = "0.0.0.0"  # noqa: S104 - probes come from outside the container
+    health_port: int = Field(default=9464, ge=0, le=65535)
 
     # The worker's own behaviour.
     worker_job_type: str = "servicenow:1"
@@ -108,6 +120,47 @@ class Settings(BaseSettings):
         if directory is not None and not directory.is_dir():
             raise ValueError(f"{directory} is not a directory")
         return directory
+
+    @field_validator("zeebe_tenant_ids", mode="before")
+    @classmethod
+    def _split_tenants(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = tuple(tenant.strip() for tenant in value.split(",") if tenant.strip())
+        return value
+
+    @field_validator("zeebe_address")
+    @classmethod
+    def _check_zeebe_address(cls, address: str) -> str:
+        scheme, separator, _ = address.partition("://")
+        if separator and scheme.lower() not in {"http", "https", "grpc", "grpcs"}:
+            raise ValueError("must be host:port, optionally after http:// or https://")
+        return address
+
+    @field_validator("zeebe_ca_certificate_path")
+    @classmethod
+    def _check_ca_file(cls, path: Path | None) -> Path | None:
+        if path is not None and not path.is_file():
+            raise ValueError(f"{path} is not a file")
+        return path
+
+    @model_validator(mode="after")
+    def _check_zeebe_credentials(self) -> Self:
+        if (self.zeebe_client_id is None) != (self.zeebe_client_secret is None):
+            raise ValueError(
+                "ZEEBE_CLIENT_ID and ZEEBE_CLIENT_SECRET go together: set both or neither"
+            )
+        if (
+            self.zeebe_client_id is not None
+            and self.zeebe_authorization_server_url is None
+            and self.camunda_cluster_id is None
+        ):
+            raise ValueError(
+                "ZEEBE_AUTHORIZATION_SERVER_URL (the OAuth token URL) is needed with "
+                "ZEEBE_CLIENT_ID, unless CAMUNDA_CLUSTER_ID names a SaaS cluster"
+            )
+        if self.camunda_cluster_id is not None and self.zeebe_client_id is None:
+            raise ValueError("CAMUNDA_CLUSTER_ID needs ZEEBE_CLIENT_ID and ZEEBE_CLIENT_SECRET")
+        return self
 
     @model_validator(mode="after")
     def _check_timeouts_fit_job_timeout(self) -> Self:

@@ -26,6 +26,7 @@ from pyzeebe.grpc_internals.zeebe_adapter import ZeebeAdapter
 
 from servicenow_worker.handler import JobHandler, JobView
 from servicenow_worker.inputs import INPUT_NAMES
+from servicenow_worker.metrics import WorkerMetrics
 from servicenow_worker.outcome import Complete, Fail, Outcome, ThrowError
 
 log = structlog.get_logger("servicenow_worker.zeebe")
@@ -53,7 +54,16 @@ class DrainTimeout(Exception):
 class JobPump:
     """Keeps up to `max_jobs_in_flight` jobs running, polling the gateway for more as slots free."""
 
-    def __init__(self, adapter: ZeebeAdapter, handler: JobHandler, settings: PumpSettings) -> None:
+    def __init__(
+        self,
+        adapter: ZeebeAdapter,
+        handler: JobHandler,
+        settings: PumpSettings,
+        metrics: WorkerMetrics | None = None,
+    ) -> None:
+        self.metrics = (
+            metrics if metrics is not None else WorkerMetrics(settings.max_jobs_in_flight)
+        )
         self._adapter = adapter
         self._handler = handler
         self._settings = settings
@@ -127,14 +137,17 @@ class JobPump:
                 detail=_grpc_detail(error),
                 failures_in_a_row=self.gateway_failures,
             )
+            self.metrics.gateway_error(type(error).__name__)
             return False
         if self.gateway_failures:
             log.info("gateway_reachable", after_failures=self.gateway_failures)
+            self.metrics.gateway_reconnected()
         self.gateway_failures = 0
         self.last_gateway_contact = time.monotonic()
         return True
 
     def _start(self, job: Job) -> None:
+        self.metrics.job_activated()
         if self._stopping.is_set():
             task = asyncio.create_task(self._hand_back(job))
         else:
@@ -173,9 +186,11 @@ class JobPump:
                 f"the worker failed unexpectedly ({type(error).__name__}); see the worker's log",
                 retries=max(job.retries - 1, 0),
             )
+        self.metrics.job_finished(job.custom_headers, job.variables, result)
         await self._report(job, result)
 
     async def _hand_back(self, job: Job) -> None:
+        self.metrics.job_handed_back(job.custom_headers, job.variables)
         # Activated after the stop began: return it untouched instead of letting it time out.
         await self._report(
             job,
@@ -195,10 +210,12 @@ class JobPump:
                     error=type(error).__name__,
                     hint="the job timed out or was cancelled meanwhile; raise WORKER_JOB_TIMEOUT if it timed out",
                 )
+                self.metrics.job_not_reported("job_gone")
                 return
             except PyZeebeError as error:
                 if time.time() + delay >= deadline:
                     log.error("job_not_reported", error=type(error).__name__)
+                    self.metrics.job_not_reported("gateway_unavailable")
                     return
                 log.warning("report_retrying", error=type(error).__name__, in_seconds=delay)
                 await asyncio.sleep(delay)

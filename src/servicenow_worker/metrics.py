@@ -1,0 +1,278 @@
+"""Prometheus metrics of one worker, cheap enough to update on every job.
+
+Every labelled series is created up front (so it reads 0 before the first event, and `rate()` and
+alerts work from the start) and kept in a dict, so a job costs a few dict lookups and counter
+increments, with no label parsing. Label values come from fixed sets only: an operation is one of
+`create`/`read`/`update`/`delete` or `unknown`, never a table name, sys_id or free text.
+
+The registry is the worker's own (several workers can live in one test process); `/metrics` also
+serves the process-wide default registry: process CPU, memory and file descriptors, Python's GC,
+and stamina's `stamina_retries_total` (in-process ServiceNow retries, see docs/operations.md).
+"""
+
+import time
+from collections.abc import Mapping
+from types import TracebackType
+from typing import Any, Final, Protocol
+
+import httpx
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+from servicenow_worker import __version__
+from servicenow_worker.outcome import Complete, Fail, Outcome, ThrowError
+
+OPERATIONS: Final = ("create", "read", "update", "delete")
+OPERATION_LABELS: Final = (*OPERATIONS, "unknown")
+#: How a job ended, as the worker reported it to Zeebe.
+OUTCOMES: Final = ("completed", "failed", "incident", "bpmn_error", "handed_back")
+STATUS_CLASSES: Final = ("2xx", "3xx", "4xx", "5xx", "error")
+# The Table API operation each HTTP method carries out (an idempotency lookup is a read).
+METHOD_OPERATIONS: Final = {"POST": "create", "GET": "read", "PATCH": "update", "DELETE": "delete"}
+REQUEST_BUCKETS: Final = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+NOT_REPORTED_REASONS: Final = ("job_gone", "gateway_unavailable")
+
+
+class PumpView(Protocol):
+    """What the metrics read from the job loop at scrape time."""
+
+    @property
+    def jobs_in_flight(self) -> int: ...
+
+    gateway_failures: int
+    last_gateway_contact: float | None
+
+
+class WorkerMetrics:
+    """The worker's counters, gauges and histogram, in a registry of their own."""
+
+    def __init__(self, max_jobs_in_flight: int = 0) -> None:
+        self.registry = CollectorRegistry()
+        registry = self.registry
+        info = Gauge(
+            "servicenow_worker_info",
+            "Always 1; the worker's version as a label.",
+            ["version"],
+            registry=registry,
+        )
+        info.labels(version=__version__).set(1)
+        Gauge(
+            "servicenow_worker_max_jobs_in_flight",
+            "WORKER_MAX_JOBS_IN_FLIGHT: jobs the worker runs at once at most.",
+            registry=registry,
+        ).set(max_jobs_in_flight)
+        self._activated = Counter(
+            "servicenow_worker_jobs_activated",
+            "Jobs received from the gateway.",
+            registry=registry,
+        )
+        finished = Counter(
+            "servicenow_worker_jobs_finished",
+            "Jobs ended, by operation and outcome: completed, failed (Zeebe retries it after "
+            "its back-off), incident (failed with no retries left), bpmn_error, handed_back "
+            "(returned unrun at shutdown).",
+            ["operation", "outcome"],
+            registry=registry,
+        )
+        self._finished = {
+            (operation, outcome): finished.labels(operation=operation, outcome=outcome)
+            for operation in OPERATION_LABELS
+            for outcome in OUTCOMES
+        }
+        not_reported = Counter(
+            "servicenow_worker_jobs_not_reported",
+            "Job outcomes that never reached Zeebe: job_gone (timed out or cancelled meanwhile), "
+            "gateway_unavailable (the gateway failed until the job's deadline).",
+            ["reason"],
+            registry=registry,
+        )
+        self._not_reported = {reason: not_reported.labels(reason=reason) for reason in NOT_REPORTED_REASONS}
+        request_seconds = Histogram(
+            "servicenow_worker_servicenow_request_duration_seconds",
+            "Duration of each HTTP request to ServiceNow (every in-process retry is a request), "
+            "until its body is read, by operation and status class (error: no HTTP answer).",
+            ["operation", "status_class"],
+            buckets=REQUEST_BUCKETS,
+            registry=registry,
+        )
+        self._request_seconds = {
+            (operation, status_class): request_seconds.labels(
+                operation=operation, status_class=status_class
+            )
+            for operation in OPERATION_LABELS
+            for status_class in STATUS_CLASSES
+        }
+        self._gateway_errors = Counter(
+            "servicenow_worker_gateway_errors",
+            "Failed ActivateJobs calls (gateway unreachable, refusing or overloaded), by error.",
+            ["error"],
+            registry=registry,
+        )
+        self._gateway_reconnects = Counter(
+            "servicenow_worker_gateway_reconnects",
+            "Times the gateway answered again after one or more failed calls.",
+            registry=registry,
+        )
+        self._in_flight = Gauge(
+            "servicenow_worker_jobs_in_flight",
+            "Jobs activated and not yet reported.",
+            registry=registry,
+        )
+        self._failures_in_a_row = Gauge(
+            "servicenow_worker_gateway_failures_in_a_row",
+            "Failed ActivateJobs calls since the gateway last answered.",
+            registry=registry,
+        )
+        self._last_contact = Gauge(
+            "servicenow_worker_gateway_last_contact_timestamp_seconds",
+            "Unix time the gateway last answered an ActivateJobs call (0: never).",
+            registry=registry,
+        )
+
+    # -- the job loop's hooks (each a dict lookup and an increment) ---------------------------
+
+    def watch(self, pump: PumpView) -> None:
+        """Read in-flight jobs and gateway state from `pump` whenever metrics are scraped."""
+        self._in_flight.set_function(lambda: pump.jobs_in_flight)
+        self._failures_in_a_row.set_function(lambda: pump.gateway_failures)
+        self._last_contact.set_function(lambda: _wall_clock(pump.last_gateway_contact))
+
+    def job_activated(self) -> None:
+        self._activated.inc()
+
+    def job_finished(self, headers: Mapping[str, Any], variables: Mapping[str, Any], result: Outcome) -> None:
+        self._finished[operation_label(headers, variables), outcome_label(result)].inc()
+
+    def job_handed_back(self, headers: Mapping[str, Any], variables: Mapping[str, Any]) -> None:
+        self._finished[operation_label(headers, variables), "handed_back"].inc()
+
+    def job_not_reported(self, reason: str) -> None:
+        self._not_reported[reason].inc()
+
+    def gateway_error(self, error: str) -> None:
+        self._gateway_errors.labels(error=error).inc()
+
+    def gateway_reconnected(self) -> None:
+        self._gateway_reconnects.inc()
+
+    def observe_request(self, method: str, status_class: str, seconds: float) -> None:
+        operation = METHOD_OPERATIONS.get(method, "unknown")
+        self._request_seconds[operation, status_class].observe(seconds)
+
+    def instrument(self, transport: httpx.AsyncBaseTransport) -> httpx.AsyncBaseTransport:
+        """`transport` with every request timed into the ServiceNow request histogram."""
+        return _TimedTransport(transport, self)
+
+    # -- exposition ----------------------------------------------------------------------------
+
+    def exposition(self) -> bytes:
+        """The text format of this worker's metrics and the process-wide ones."""
+        return generate_latest(self.registry) + generate_latest(REGISTRY)
+
+
+def operation_label(headers: Mapping[str, Any], variables: Mapping[str, Any]) -> str:
+    """The job's operation as CONTRACT §2 resolves it (header first, empty is absent), or `unknown`."""
+    value = headers.get("operation") or variables.get("operation")
+    if isinstance(value, str):
+        lowered = value.lower()
+        if lowered in OPERATIONS:
+            return lowered
+    return "unknown"
+
+
+def outcome_label(result: Outcome) -> str:
+    match result:
+        case Complete():
+            return "completed"
+        case Fail(retries=retries):
+            return "failed" if retries > 0 else "incident"
+        case ThrowError():
+            return "bpmn_error"
+    return "unknown"  # pragma: no cover - Outcome has no other kind
+
+
+def status_class(status: int) -> str:
+    return f"{status // 100}xx" if 200 <= status < 600 else "error"
+
+
+def _wall_clock(monotonic_moment: float | None) -> float:
+    if monotonic_moment is None:
+        return 0.0
+    return time.time() - (time.monotonic() - monotonic_moment)
+
+
+class _TimedTransport(httpx.AsyncBaseTransport):
+    """Times each request from sending to the end of its body (or to the error that ended it)."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport, metrics: WorkerMetrics) -> None:
+        self._inner = inner
+        self._metrics = metrics
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        started = time.perf_counter()
+        try:
+            response = await self._inner.handle_async_request(request)
+        except BaseException:
+            self._metrics.observe_request(request.method, "error", time.perf_counter() - started)
+            raise
+        response.stream = _TimedStream(
+            response.stream, self._metrics, request.method, status_class(response.status_code), started
+        )
+        return response
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+    async def __aenter__(self) -> "_TimedTransport":
+        await self._inner.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None = None,
+        exc_value: BaseException | None = None,
+        traceback: TracebackType | None = None,
+    ) -> None:
+        await self._inner.__aexit__(exc_type, exc_value, traceback)
+
+
+class _TimedStream(httpx.AsyncByteStream):
+    def __init__(
+        self,
+        inner: Any,
+        metrics: WorkerMetrics,
+        method: str,
+        status_class: str,
+        started: float,
+    ) -> None:
+        self._inner = inner
+        self._metrics = metrics
+        self._method = method
+        self._status_class = status_class
+        self._started = started
+        self._observed = False
+
+    async def __aiter__(self) -> Any:
+        try:
+            async for chunk in self._inner:
+                yield chunk
+        except BaseException:
+            self._observe("error")
+            raise
+
+    async def aclose(self) -> None:
+        self._observe(self._status_class)
+        await self._inner.aclose()
+
+    def _observe(self, status_class: str) -> None:
+        if not self._observed:
+            self._observed = True
+            self._metrics.observe_request(
+                self._method, status_class, time.perf_counter() - self._started
+            )

@@ -243,6 +243,25 @@ def _unary_test_expression(value: Any, found: Any) -> bool | None:
     return None if matched is None else False
 
 
+def _boolean_or_null(value: Any) -> bool | None:
+    return value if type(value) is bool else None
+
+
+def _uses_input(node: ast.Node) -> bool:
+    """True when the test refers to the input as `?`."""
+    if isinstance(node, ast.InputValue):
+        return True
+    for name in node.__slots__:  # type: ignore[attr-defined]
+        value = getattr(node, name)
+        children = value if isinstance(value, tuple) else (value,)
+        for child in children:
+            if isinstance(child, tuple):
+                child = child[-1]  # a (name, node) pair of a context or named argument
+            if isinstance(child, ast.Node) and _uses_input(child):
+                return True
+    return False
+
+
 def _in_interval(
     value: Any, low: Any, high: Any, low_closed: bool, high_closed: bool
 ) -> bool | None:
@@ -406,12 +425,18 @@ class _Compiler:
             self._in_unary_test -= 1
 
     def _single_test(self, node: ast.Node) -> Evaluator:
+        """One positive unary test, matched against the input as feel-scala does."""
         if isinstance(node, ast.InputEquals):
             node = node.value
         if isinstance(node, ast.BooleanLiteral):
             expected = node.value
             return lambda scope: equals(scope.lookup(INPUT), expected)
         expression = self.compile(node)
+        if isinstance(node, ast.UnaryComparison | ast.Interval):
+            return expression  # compares the input itself: true, false or null
+        if _uses_input(node):
+            # A test written with `?` must give a boolean; anything else is null.
+            return lambda scope: _boolean_or_null(expression(scope))
         return lambda scope: _unary_test_expression(scope.lookup(INPUT), expression(scope))
 
     def _UnaryComparison(self, node: ast.UnaryComparison) -> Evaluator:

@@ -225,8 +225,8 @@ class _ToAst(Transformer[Token, ast.Node]):
     def instance_of(self, value: ast.Node, type_name: str) -> ast.Node:
         return ast.InstanceOf(value, type_name)
 
-    def type_name(self, *names: str) -> str:
-        return ".".join(names)
+    def type_name(self, *names: str | Token) -> str:
+        return ".".join(_words(n) if isinstance(n, Token) else n for n in names)
 
     def unary_compare(self, operator: Token, operand: ast.Node) -> ast.Node:
         return ast.UnaryComparison(str(operator), operand, _position(operator))

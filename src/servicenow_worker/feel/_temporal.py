@@ -205,10 +205,11 @@ def _format_date_time(value: datetime) -> str:
 
 
 def format_day_time_duration(value: timedelta) -> str:
-    """`P1DT2H3M4S`; zero is `P0D` as in feel-scala; a fraction of a second is kept."""
+    """`P1DT2H3M4S` as feel-scala prints it, but zero is `PT0S` (as java.time.Duration prints
+    it; feel-scala's `P0D` means the same) and a fraction of a second is kept."""
     micros = value // timedelta(microseconds=1)
     if micros == 0:
-        return "P0D"
+        return "PT0S"
     sign = "-" if micros < 0 else ""
     micros = abs(micros)
     seconds, fraction = divmod(micros, _MICROS_PER_SECOND)

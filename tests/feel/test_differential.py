@@ -1,0 +1,84 @@
+"""The FEEL evaluator against feelin (the npm FEEL interpreter) over the whole corpus.
+
+feelin runs once per session, in one Node process fed all cases as JSON lines. A case passes
+when both give the same outcome (numbers compared as doubles), or when it is listed in
+differences.json with the outcomes both sides give and the reason; docs/feel.md holds the
+same table. A new difference, a changed one, or a listed one that went away fails.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ._corpus import REPOSITORY, Case, agree, all_cases, feelin_outcomes, normalised, our_outcome
+
+HERE = Path(__file__).parent
+CASES = all_cases()
+DIFFERENCES: dict[str, dict[str, Any]] = {
+    entry["id"]: entry for entry in json.loads((HERE / "differences.json").read_text("utf-8"))
+}
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("node") is None or not (REPOSITORY / "node_modules" / "feelin").is_dir(),
+    reason="the differential test needs Node and the feelin package (npm ci)",
+)
+
+
+@pytest.fixture(scope="session", name="feelin")
+def _feelin() -> dict[str, Any]:
+    return feelin_outcomes(CASES)
+
+
+def test_the_corpus_has_at_least_300_cases() -> None:
+    """The brief asks for a corpus of at least 300 expressions with contexts."""
+    assert len(CASES) >= 300
+    assert len({case["id"] for case in CASES}) == len(CASES)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case["id"] for case in CASES])
+def test_agrees_with_feelin_or_is_a_listed_difference(case: Case, feelin: dict[str, Any]) -> None:
+    """Same outcome as feelin, or exactly the difference differences.json records."""
+    ours, theirs = our_outcome(case), feelin[case["id"]]
+    listed = DIFFERENCES.get(case["id"])
+    if listed is None:
+        assert agree(ours, theirs), (
+            f"new difference for {case['expression']!r}: ours {ours!r}, feelin {theirs!r}"
+        )
+        return
+    assert not agree(ours, theirs), f"{case['id']} is listed but agrees now; remove it"
+    assert normalised(ours) == normalised(listed["ours"]), "our outcome changed"
+    assert normalised(theirs) == normalised(listed["feelin"]), "feelin's outcome changed"
+
+
+@pytest.mark.parametrize(
+    "case",
+    [case for case in CASES if "expected" in case],
+    ids=[case["id"] for case in CASES if "expected" in case],
+)
+def test_gives_the_expected_feel_scala_outcome(case: Case) -> None:
+    """Hand-written cases carry the outcome feel-scala's semantics give; errors by kind."""
+    ours, expected = our_outcome(case), case["expected"]
+    if isinstance(expected, dict) and "$error" in expected:
+        assert ours == expected
+    else:
+        assert agree(ours, expected), f"{case['expression']!r}: {ours!r} != {expected!r}"
+
+
+def test_every_listed_difference_is_a_corpus_case_with_a_reason() -> None:
+    """differences.json names only corpus cases, each with the expression and a reason."""
+    expressions = {case["id"]: case["expression"] for case in CASES}
+    for identifier, entry in DIFFERENCES.items():
+        assert expressions.get(identifier) == entry["expression"], identifier
+        assert len(entry["reason"]) > 20, identifier
+
+
+def test_every_listed_difference_is_in_the_documentation() -> None:
+    """docs/feel.md shows the same table of intended differences."""
+    text = (REPOSITORY / "docs" / "feel.md").read_text("utf-8")
+    undocumented = [identifier for identifier in DIFFERENCES if f"`{identifier}`" not in text]
+    assert not undocumented

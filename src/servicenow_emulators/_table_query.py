@@ -204,8 +204,8 @@ def _resolve(
     if f is None:
         raise _Invalid(name)
     if not sub:
-        value, display = _getters(f, base, display_of)
-        return _Resolved(f, value, display, base)
+        own_value, own_display = _getters(f, base, display_of)
+        return _Resolved(f, own_value, own_display, base)
     if f.reference is None or "." in sub:
         raise _Invalid(name)
     target = schemas.get(f.reference)

@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from pyzeebe.grpc_internals.zeebe_adapter import ZeebeAdapter
 
 from servicenow_worker import __version__
+from servicenow_worker.auth import Authenticator, TokenCache
 from servicenow_worker.handler import JobHandler
 from servicenow_worker.health import HealthServer
 from servicenow_worker.inputs import InputRules
@@ -82,7 +83,7 @@ def build_http_client(
             max_connections=settings.worker_max_jobs_in_flight,
             max_keepalive_connections=settings.worker_max_jobs_in_flight,
         ),
-        verify=True,
+        verify=settings.servicenow_tls_context() or True,
         trust_env=False,
     )
     if metrics is not None:
@@ -102,13 +103,18 @@ def build_http_client(
 
 
 def build_handler(
-    settings: Settings, http: httpx.AsyncClient, secrets: Mapping[str, str] | None = None
+    settings: Settings,
+    http: httpx.AsyncClient,
+    secrets: Mapping[str, str] | None = None,
+    tokens: TokenCache | None = None,
 ) -> JobHandler:
     return JobHandler(
         table_client=TableClient(
             http,
             retry=RetryPolicy(attempts=settings.servicenow_retry_attempts),
             attempt_timeout=settings.servicenow_connect_timeout + settings.servicenow_read_timeout,
+            # OAuth tokens live as long as the worker, shared by all its jobs.
+            authenticator=Authenticator(http, tokens if tokens is not None else TokenCache()),
         ),
         rules=InputRules(
             url_template=settings.servicenow_url_template,
@@ -141,11 +147,14 @@ def pump_settings(settings: Settings) -> PumpSettings:
 
 @asynccontextmanager
 async def open_worker(
-    settings: Settings, secrets: Mapping[str, str] | None = None
+    settings: Settings,
+    secrets: Mapping[str, str] | None = None,
+    tokens: TokenCache | None = None,
 ) -> AsyncIterator[JobPump]:
     """The job loop with its HTTP client and gateway channel, closed on exit.
 
-    `secrets` replaces the `SECRET_*` environment variables (the demo brings its own).
+    `secrets` replaces the `SECRET_*` environment variables (the demo brings its own); `tokens`
+    replaces the OAuth token cache (tests give one with their own clock).
     """
     metrics = WorkerMetrics(settings.worker_max_jobs_in_flight)
     async with build_http_client(settings, metrics) as http:
@@ -153,7 +162,7 @@ async def open_worker(
         try:
             pump = JobPump(
                 ZeebeAdapter(channel, max_connection_retries=-1),
-                build_handler(settings, http, secrets),
+                build_handler(settings, http, secrets, tokens),
                 pump_settings(settings),
                 metrics,
             )

@@ -5,6 +5,8 @@
     ├── ExpressionFailed             resultExpression failed: retries 0
     ├── ResultTooLarge               the answer would not fit into Zeebe's variables: retries 0
     ├── ServiceNowRejected           ServiceNow answered 4xx (not 408/429): fail with retries 0
+    ├── AuthenticationFailed         ServiceNow's token endpoint refused the OAuth client or user:
+    │                                fail with retries 0 (code AUTH_FAILED)
     └── ServiceNowUnavailable        408, 429, 5xx, timeouts, dropped connections, non-JSON 200:
                                      fail with retries - 1 after a back-off
 
@@ -58,6 +60,16 @@ class ServiceNowRejected(WorkerError):
         super().__init__(message, variables=variables)
         self.status = status
         self.code = str(status)
+
+
+class AuthenticationFailed(WorkerError):
+    """ServiceNow's token endpoint (`/oauth_token.do`) refused the grant: a retry cannot fix it."""
+
+    code = AUTH_FAILED
+
+    def __init__(self, message: str, *, status: int, variables: dict[str, Any]) -> None:
+        super().__init__(message, variables=variables)
+        self.status = status
 
 
 class ServiceNowUnavailable(WorkerError):

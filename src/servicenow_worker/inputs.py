@@ -127,7 +127,91 @@ class BasicAuthentication(BaseModel):
     password: Annotated[SecretStr, Field(min_length=1)]
 
 
-Authentication = BasicAuthentication
+# An API key or token goes into a header as it is: printable ASCII, no spaces.
+HEADER_TOKEN: Final = re.compile(r"[\x21-\x7e]+")
+
+
+class _OAuthClient(BaseModel):
+    """An OAuth application registry entry of the instance (System OAuth > Application Registry)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    client_id: Annotated[str, Field(min_length=1, alias="clientId")]
+    client_secret: Annotated[SecretStr, Field(min_length=1, alias="clientSecret")]
+
+
+class OAuthClientCredentials(_OAuthClient):
+    """OAuth 2.0 client credentials grant: the token acts as the registry's OAuth Application User."""
+
+    type: Literal["oauth-client-credentials"]
+    scope: str | None = None
+
+    @field_validator("scope", mode="before")
+    @classmethod
+    def _empty_scope_is_none(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+
+class OAuthPassword(_OAuthClient):
+    """OAuth 2.0 password grant: the token acts as `username`; ServiceNow adds a refresh token."""
+
+    type: Literal["oauth-password"]
+    username: Annotated[str, Field(min_length=1)]
+    password: Annotated[SecretStr, Field(min_length=1)]
+
+
+class ApiKeyAuthentication(BaseModel):
+    """A REST API key (plugin com.glide.tokenbased_auth), sent as the header `x-sn-apikey`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    type: Literal["api-key"]
+    api_key: Annotated[SecretStr, Field(alias="apiKey")]
+
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _header_value(cls, value: Any) -> Any:
+        return _token_text(value, "the key alone")
+
+
+class BearerAuthentication(BaseModel):
+    """An access token obtained elsewhere, sent as `Authorization: Bearer <token>`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    type: Literal["bearer"]
+    token: SecretStr
+
+    @field_validator("token", mode="before")
+    @classmethod
+    def _header_value(cls, value: Any) -> Any:
+        if isinstance(value, str) and value[:7].lower() == "bearer ":
+            value = value[7:]
+        return _token_text(value, "the token alone (a 'Bearer ' prefix is allowed)")
+
+
+def _token_text(value: Any, what: str) -> Any:
+    # Never echo the value: it is a credential.
+    if not isinstance(value, str) or not HEADER_TOKEN.fullmatch(value.strip()):
+        raise ValueError(f"must be {what}: printable characters without spaces")
+    return value.strip()
+
+
+Authentication = Annotated[
+    BasicAuthentication
+    | OAuthClientCredentials
+    | OAuthPassword
+    | ApiKeyAuthentication
+    | BearerAuthentication,
+    Field(discriminator="type"),
+]
+AUTHENTICATION_TYPES: Final = (
+    "basic",
+    "oauth-client-credentials",
+    "oauth-password",
+    "api-key",
+    "bearer",
+)
 
 
 class RecordRequest(BaseModel):
@@ -157,8 +241,13 @@ class RecordRequest(BaseModel):
         if not isinstance(value, Mapping):
             raise ValueError('must be an object such as {"type": "basic", "username": …}')
         kind = value.get("type") or "basic"
-        if kind != "basic":
-            raise ValueError(f"has type {kind!r}, which is not supported; use basic")
+        if isinstance(kind, str):
+            kind = kind.strip().lower()
+        if kind not in AUTHENTICATION_TYPES:
+            raise ValueError(
+                f"has type {kind!r}, which is not supported; use one of "
+                + ", ".join(AUTHENTICATION_TYPES)
+            )
         return {**value, "type": kind}
 
     @field_validator("operation", mode="before")
@@ -424,6 +513,9 @@ def _input_error(model: type[BaseModel], error: ValidationError) -> InputError:
     # Report the first problem only: one clear message beats a list that buries it.
     first = error.errors(include_url=False, include_input=False)[0]
     location = [str(part) for part in first["loc"]]
+    tag = None
+    if location[:1] == ["authentication"] and location[1:2] and location[1] in AUTHENTICATION_TYPES:
+        tag = location.pop(1)  # the union's tag: authentication.clientId, not …oauth-…clientId
     field = _alias(model, location[0]) if location else "input"
     name = ".".join([field, *location[1:]])
     ctx_error = (first.get("ctx") or {}).get("error")
@@ -431,6 +523,8 @@ def _input_error(model: type[BaseModel], error: ValidationError) -> InputError:
         return ctx_error
     if first["type"] == "missing":
         return InputError(name, "is required")
+    if first["type"] == "extra_forbidden" and tag is not None:
+        return InputError(name, f"is not used by authentication type {tag} (check type)")
     if isinstance(ctx_error, ValueError):
         return InputError(name, str(ctx_error))
     return InputError(name, f"is invalid: {first['msg']}")

@@ -17,6 +17,7 @@ import httpx
 import stamina
 import structlog
 
+from servicenow_worker.auth import Authenticator, TokenCache
 from servicenow_worker.errors import (
     CONNECTION_ERROR,
     INVALID_RESPONSE,
@@ -82,10 +83,17 @@ class TableClient:
     """Sends Table API requests over one shared, pooled `httpx.AsyncClient`."""
 
     def __init__(
-        self, http: httpx.AsyncClient, *, retry: RetryPolicy, attempt_timeout: float
+        self,
+        http: httpx.AsyncClient,
+        *,
+        retry: RetryPolicy,
+        attempt_timeout: float,
+        authenticator: Authenticator | None = None,
     ) -> None:
         self._http = http
         self._retry = retry
+        # The composition root passes one with the worker's token cache; tests may leave it out.
+        self._authenticator = authenticator or Authenticator(http, TokenCache())
         # The longest one attempt can take (connect + read timeouts): no attempt starts unless it
         # can finish before the job's deadline.
         self._attempt_timeout = attempt_timeout
@@ -95,6 +103,9 @@ class TableClient:
         method = METHODS[request.operation]
         url = build_url(request)
         body = _encoded_payload(request)
+        # Once per job, not per attempt: the credential headers and (OAuth) the token flow.
+        credentials = self._authenticator.credentials(request)
+        headers = {**(BODY_HEADERS if body is not None else JSON_HEADERS), **credentials.headers}
         answer_lost = False
         budget = deadline - time.monotonic() - self._attempt_timeout - self._retry.wait_max
         retrying = stamina.retry_context(
@@ -108,7 +119,9 @@ class TableClient:
         async for attempt in retrying:
             with attempt:
                 try:
-                    return await self._send_once(request, method, url, body)
+                    return await self._send_once(
+                        request, method, url, body, headers, credentials.flow
+                    )
                 except ServiceNowRejected as rejected:
                     if method == "DELETE" and rejected.status == 404 and answer_lost:
                         # The earlier attempt deleted it; only its answer was lost.
@@ -133,18 +146,17 @@ class TableClient:
         return retry_after if retry_after is not None else True
 
     async def _send_once(
-        self, request: RecordRequest, method: str, url: str, body: bytes | None
+        self,
+        request: RecordRequest,
+        method: str,
+        url: str,
+        body: bytes | None,
+        headers: dict[str, str],
+        auth: httpx.Auth | None,
     ) -> TableResponse:
-        auth = httpx.BasicAuth(
-            request.authentication.username, request.authentication.password.get_secret_value()
-        )
         with _translate_transport_errors():
             response = await self._http.request(
-                method,
-                url,
-                content=body,
-                headers=BODY_HEADERS if body is not None else JSON_HEADERS,
-                auth=auth,
+                method, url, content=body, headers=headers, auth=auth
             )
         return _table_response(request, response)
 

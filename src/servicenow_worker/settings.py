@@ -3,11 +3,14 @@
 import os
 import re
 import socket
+import ssl
 from pathlib import Path
 from typing import Annotated, Literal, Self
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from servicenow_worker.auth import tls_context
 
 HOST_PATTERN = re.compile(
     r"^(\*\.)?[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$"
@@ -75,6 +78,11 @@ class Settings(BaseSettings):
     servicenow_read_timeout: float = Field(default=30.0, gt=0)
     servicenow_retry_after_cap: float = Field(default=3600.0, ge=0)
     servicenow_retry_attempts: int = Field(default=3, ge=1, le=10)
+    # Mutual TLS to ServiceNow and the roots it is verified with (docs/authentication.md).
+    servicenow_client_cert: Path | None = None
+    servicenow_client_key: Path | None = None
+    servicenow_client_key_password: SecretStr | None = None
+    servicenow_ca_bundle: Path | None = None
 
     # Secrets (CONTRACT §5).
     secrets_env_prefix: str = Field(default="SECRET_", min_length=1)
@@ -120,6 +128,32 @@ class Settings(BaseSettings):
         if directory is not None and not directory.is_dir():
             raise ValueError(f"{directory} is not a directory")
         return directory
+
+    @field_validator("servicenow_client_cert", "servicenow_client_key", "servicenow_ca_bundle")
+    @classmethod
+    def _check_readable_file(cls, path: Path | None) -> Path | None:
+        if path is not None:
+            try:
+                with path.open("rb"):
+                    pass
+            except OSError as error:
+                raise ValueError(f"{path} is not a readable file ({error.strerror})") from None
+        return path
+
+    @model_validator(mode="after")
+    def _check_servicenow_tls(self) -> Self:
+        self.servicenow_tls_context()  # a certificate that does not load stops the start
+        return self
+
+    def servicenow_tls_context(self) -> ssl.SSLContext | None:
+        """Client certificate and trusted roots for ServiceNow; None: httpx's default (certifi)."""
+        password = self.servicenow_client_key_password
+        return tls_context(
+            client_cert=self.servicenow_client_cert,
+            client_key=self.servicenow_client_key,
+            client_key_password=password.get_secret_value() if password else None,
+            ca_bundle=self.servicenow_ca_bundle,
+        )
 
     @field_validator("zeebe_tenant_ids", mode="before")
     @classmethod

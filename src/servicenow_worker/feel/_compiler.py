@@ -11,6 +11,7 @@ import difflib
 import math
 import re
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import fields
 from datetime import timedelta
 from decimal import Decimal
 from functools import partial
@@ -251,13 +252,12 @@ def _uses_input(node: ast.Node) -> bool:
     """True when the test refers to the input as `?`."""
     if isinstance(node, ast.InputValue):
         return True
-    for name in node.__slots__:  # type: ignore[attr-defined]
-        value = getattr(node, name)
-        children = value if isinstance(value, tuple) else (value,)
-        for child in children:
-            if isinstance(child, tuple):
-                child = child[-1]  # a (name, node) pair of a context or named argument
-            if isinstance(child, ast.Node) and _uses_input(child):
+    for field in fields(node):
+        value = getattr(node, field.name)
+        for child in value if isinstance(value, tuple) else (value,):
+            # a (name, node) pair of a context entry or a named argument
+            candidate = child[-1] if isinstance(child, tuple) else child
+            if isinstance(candidate, ast.Node) and _uses_input(candidate):
                 return True
     return False
 

@@ -22,10 +22,20 @@ from servicenow_worker.feel._errors import FeelSyntaxError, FeelUnsupportedError
 from servicenow_worker.feel._temporal import parse_temporal_literal
 from servicenow_worker.feel._values import number
 
-# The shift/reduce conflicts of the grammar; lark resolves each as shift, which is the greedy
-# reading feel-scala's parser takes. A test keeps this list equal to what lark reports, so a
-# grammar change cannot add a silent one.
-EXPECTED_CONFLICTS: Final = frozenset({"AND", "OR"})
+# The shift/reduce conflicts of the grammar, as lark reports them (terminal, rule that could be
+# reduced instead). Lark resolves each as shift, which is the greedy reading feel-scala's PEG
+# parser takes: the right side of `in`, and an `else` branch, extend over a following `and`/`or`.
+# A test keeps this set equal to what lark reports, so a grammar change cannot add a silent one.
+EXPECTED_CONFLICTS: Final = frozenset(
+    {
+        "AND disjunction : conjunction",
+        "AND disjunction : disjunction OR conjunction",
+        "AND disjunction_np : conjunction_np",
+        "AND disjunction_np : disjunction_np OR conjunction",
+        "OR expression : disjunction",
+        "OR expression_np : disjunction_np",
+    }
+)
 
 
 @cache

@@ -155,7 +155,7 @@ def build_channel(settings: Settings) -> grpc.aio.Channel:
         address=connection.address,
         mode=connection.mode,
         ca_certificate=str(connection.ca_certificate) if connection.ca_certificate else None,
-        token_url=connection.oauth.token_url if connection.oauth else None,
+        oauth_url=connection.oauth.token_url if connection.oauth else None,
         tenant_ids=list(settings.zeebe_tenant_ids) or None,
     )
     interceptors: list[Any] = []
@@ -191,7 +191,7 @@ def _warn_if_credentials_travel_in_clear(connection: ZeebeConnection) -> None:
     if token_url.scheme != "https" and not _is_loopback(token_url.hostname or ""):
         log.warning(
             "zeebe_token_url_plaintext",
-            token_url=connection.oauth.token_url,
+            oauth_url=connection.oauth.token_url,
             hint="the client secret crosses the network unencrypted",
         )
 
@@ -236,7 +236,7 @@ class TokenSource:
     def reject(self, header: str) -> None:
         """The gateway refused `header`: the next call fetches a new token."""
         if self._header == header:
-            log.warning("zeebe_token_rejected", token_url=self._credentials.token_url)
+            log.warning("zeebe_token_rejected", oauth_url=self._credentials.token_url)
             self._header = None
 
     async def _fetch(self) -> None:
@@ -284,7 +284,7 @@ class TokenSource:
         self._header = f"Bearer {token}"
         self._renew_at = time.monotonic() + lifetime - min(TOKEN_RENEW_MARGIN, lifetime / 4)
         self.fetches += 1
-        log.info("zeebe_token_fetched", token_url=credentials.token_url, expires_in=lifetime)
+        log.info("zeebe_token_fetched", oauth_url=credentials.token_url, expires_in=lifetime)
 
     def _verify(self) -> ssl.SSLContext | bool:
         if self._ca_certificate is None:

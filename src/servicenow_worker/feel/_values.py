@@ -192,7 +192,15 @@ def same_value(left: Any, right: Any) -> bool:
 
 
 def from_json(value: Any) -> Any:
-    """Convert a plain JSON-like Python value into an evaluator value (numbers to Decimal)."""
+    """Convert a plain JSON-like Python value into an evaluator value (numbers to Decimal).
+
+    A list or dict met twice (the response sits at the top and under `response`) is
+    converted once.
+    """
+    return _from_json(value, {})
+
+
+def _from_json(value: Any, seen: dict[int, Any]) -> Any:
     if value is None or type(value) in (str, bool):
         return value
     if type(value) is int:
@@ -200,13 +208,20 @@ def from_json(value: Any) -> Any:
     if type(value) is float:
         # repr() gives the shortest text that round-trips, as Java's Double.toString does.
         return number(repr(value)) if math.isfinite(value) else None
-    if isinstance(value, Mapping):
-        return {_key(k): from_json(v) for k, v in value.items()}
-    if isinstance(value, Sequence) and not isinstance(value, str | bytes | bytearray):
-        return [from_json(v) for v in value]
+    if isinstance(value, Mapping | list | tuple):
+        known = seen.get(id(value))
+        if known is None:
+            known = seen[id(value)] = _container(value, seen)
+        return known
     if isinstance(value, int | float | Decimal | date | time | timedelta | YearMonthDuration):
         return _from_other_scalar(value)
     raise FeelEvaluationError(f"cannot use a value of type {type(value).__name__} in FEEL")
+
+
+def _container(value: Mapping[Any, Any] | Sequence[Any], seen: dict[int, Any]) -> Any:
+    if isinstance(value, Mapping):
+        return {_key(k): _from_json(v, seen) for k, v in value.items()}
+    return [_from_json(v, seen) for v in value]
 
 
 def _from_other_scalar(value: Any) -> Any:
@@ -215,7 +230,7 @@ def _from_other_scalar(value: Any) -> Any:
     if isinstance(value, int):
         return number(int(value))
     if isinstance(value, float):
-        return from_json(float(value))
+        return _from_json(float(value), {})
     if isinstance(value, Decimal):
         return NUMBER_CONTEXT.plus(value) if value.is_finite() else None
     return value

@@ -75,7 +75,12 @@ def healthcheck(port: int) -> subprocess.CompletedProcess[str]:
     assert command[:3] == ["python", "-m", "servicenow_worker.health"]
     env = {"PATH": os.environ["PATH"], **image_environment(), "HEALTH_PORT": str(port)}
     return subprocess.run(
-        [sys.executable, *command[1:]], env=env, capture_output=True, text=True, timeout=30
+        [sys.executable, *command[1:]],
+        check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
 
 

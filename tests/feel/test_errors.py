@@ -64,6 +64,11 @@ class TestSyntaxErrors:
         with pytest.raises(FeelSyntaxError, match="nested too deeply"):
             compile_expression("1" + " + 1" * 5000)
 
+    def test_a_number_out_of_range_is_a_syntax_error(self) -> None:
+        """A literal beyond the exponent range of 34-digit decimals is refused when compiling."""
+        with pytest.raises(FeelSyntaxError, match="number out of range"):
+            compile_expression("1" + "0" * 7000)
+
     def test_an_invalid_temporal_literal_is_a_syntax_error(self) -> None:
         """`@"…"` is checked when compiling; its text is fixed."""
         with pytest.raises(FeelSyntaxError, match="invalid temporal literal"):
@@ -136,6 +141,11 @@ class TestEvaluationErrors:
         """`for` over a range longer than a million items stops instead of filling memory."""
         with pytest.raises(FeelEvaluationError, match="longer than 1,000,000"):
             compile_expression("for i in 1..100000000 return i").evaluate()
+
+    def test_a_number_out_of_range_in_the_context_is_an_error(self) -> None:
+        """An integer no FEEL number can hold fails the evaluation instead of crashing."""
+        with pytest.raises(FeelEvaluationError, match="out of range"):
+            compile_expression("x").evaluate({"x": 10**7000})
 
     def test_errors_share_the_base(self) -> None:
         """A caller can catch every fault of this package as FeelError."""

@@ -31,8 +31,8 @@ class Expression:
         `context` holds JSON-like values (dict, list, str, int, float, bool, None). Faults FEEL
         defines as null give None; FeelEvaluationError is raised for the others.
         """
-        scope = Scope(from_json(context) if context else {})
         try:
+            scope = Scope(from_json(context) if context else {})
             return to_json_value(self._evaluator(scope))
         except FeelEvaluationError as error:
             if error.expression is not None:

@@ -303,7 +303,10 @@ class _ToAst(Transformer[Token, ast.Node]):
     # ---- primaries
 
     def number(self, token: Token) -> ast.Node:
-        return ast.Literal(number(str(token)))
+        try:
+            return ast.Literal(number(str(token)))
+        except ArithmeticError:  # beyond the exponent range of 34-digit decimals
+            _fail(FeelSyntaxError, "number out of range", token.line or 1, token.column or 1)
 
     def string(self, token: Token) -> ast.Node:
         return ast.Literal(_unescape(str(token)))

@@ -204,10 +204,10 @@ def _from_json(value: Any, seen: dict[int, Any]) -> Any:
     if value is None or type(value) in (str, bool):
         return value
     if type(value) is int:
-        return number(value)
+        return _number_from_json(value)
     if type(value) is float:
         # repr() gives the shortest text that round-trips, as Java's Double.toString does.
-        return number(repr(value)) if math.isfinite(value) else None
+        return _number_from_json(repr(value)) if math.isfinite(value) else None
     if isinstance(value, Mapping | list | tuple):
         known = seen.get(id(value))
         if known is None:
@@ -216,6 +216,13 @@ def _from_json(value: Any, seen: dict[int, Any]) -> Any:
     if isinstance(value, int | float | Decimal | date | time | timedelta | YearMonthDuration):
         return _from_other_scalar(value)
     raise FeelEvaluationError(f"cannot use a value of type {type(value).__name__} in FEEL")
+
+
+def _number_from_json(value: int | str) -> Decimal:
+    try:
+        return number(value)
+    except ArithmeticError:
+        raise FeelEvaluationError("a number of the context is out of range") from None
 
 
 def _container(value: Mapping[Any, Any] | Sequence[Any], seen: dict[int, Any]) -> Any:
@@ -228,7 +235,7 @@ def _from_other_scalar(value: Any) -> Any:
     if isinstance(value, bool):
         return bool(value)
     if isinstance(value, int):
-        return number(int(value))
+        return _number_from_json(int(value))
     if isinstance(value, float):
         return _from_json(float(value), {})
     if isinstance(value, Decimal):

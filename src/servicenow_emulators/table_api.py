@@ -2,7 +2,9 @@
 
 It answers `/api/now[/v1|/v2]/table/{table}[/{sys_id}]` the way a ServiceNow instance does (see
 `/work/shared/reference/servicenow-table-api.md`, part A): the JSON envelopes and exact error
-bodies, basic authentication, string-typed records with `number` and `sys_*` fields, encoded
+bodies, basic authentication, OAuth 2.0 (`/oauth_token.do`, bearer tokens, see `oauth`), API keys
+(`x-sn-apikey`), optionally over TLS with client certificates (`ssl_context`), string-typed
+records with `number` and `sys_*` fields, encoded
 queries, pagination headers, display values and reference links. Tests program faults
 (`Fault`), inspect every request (`RecordedRequest`) and the stored records, and wait for
 requests without sleeping.
@@ -27,6 +29,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import struct
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -45,14 +48,17 @@ from ._table_faults import (
     rate_limit_rule_id,
     truncated_json_body,
 )
+from ._table_oauth import TOKEN_PATH, OAuthClient, OAuthServer, TokenRequest
 from ._table_query import InvalidQueryPolicy
 from ._table_schema import Dynamic, Field, FieldType, TableSchema
 from ._table_store import DisplayMode, Record, TableStore
 
 __all__ = [
     "MAX_BODY_BYTES",
+    "ApiKeyChecker",
     "AuthResult",
     "BasicAuthChecker",
+    "BearerChecker",
     "CredentialChecker",
     "Dynamic",
     "Fault",
@@ -61,8 +67,11 @@ __all__ = [
     "Field",
     "FieldType",
     "InvalidQueryPolicy",
+    "OAuthClient",
+    "OAuthServer",
     "RecordedRequest",
     "ServiceNowEmulator",
+    "TokenRequest",
     "main",
 ]
 
@@ -163,6 +172,35 @@ class BasicAuthChecker:
         return AuthResult(challenge="BASIC")
 
 
+class BearerChecker:
+    """`Authorization: Bearer <token>` with an unexpired, unrevoked token of `oauth`."""
+
+    def __init__(self, oauth: OAuthServer) -> None:
+        self.oauth = oauth
+
+    def __call__(self, request: web.Request) -> AuthResult:
+        scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer":
+            return NOT_PRESENTED
+        token = self.oauth.valid(value.strip(), "access")
+        return AuthResult(user=token.user) if token else AuthResult(challenge="BEARER")
+
+
+class ApiKeyChecker:
+    """`x-sn-apikey` as a header or a query parameter, one of `oauth.api_keys`."""
+
+    def __init__(self, oauth: OAuthServer) -> None:
+        self.oauth = oauth
+
+    def __call__(self, request: web.Request) -> AuthResult:
+        key = request.headers.get("x-sn-apikey") or request.query.get("x-sn-apikey")
+        if key is None:
+            return NOT_PRESENTED
+        user = self.oauth.api_keys.get(key)
+        # An unknown key names no scheme of its own: the 401 carries the default challenge.
+        return AuthResult(user=user) if user else NOT_PRESENTED
+
+
 # -- recording --------------------------------------------------------------------------------
 
 
@@ -219,7 +257,9 @@ class ServiceNowEmulator:
     `users` maps user names to passwords for basic auth (each also gets a `sys_user` record,
     so `opened_by` and `caller_id` can point at it); `latency` adds seconds to every request;
     `invalid_query` decides what a query on an unknown field does; `credential_checkers`
-    replaces the default `[BasicAuthChecker(users)]`.
+    replaces the default basic, bearer and API key checkers. `oauth` is the OAuth provider
+    (clients, API keys, issued tokens, token request counts); its tokens expire on `clock`.
+    With `ssl_context` the emulator serves HTTPS (and may require client certificates).
     """
 
     def __init__(
@@ -232,20 +272,28 @@ class ServiceNowEmulator:
         invalid_query: InvalidQueryPolicy = InvalidQueryPolicy.IGNORE,
         max_body_bytes: int = MAX_BODY_BYTES,
         credential_checkers: Sequence[CredentialChecker] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.host = host
         self.port = port
         self.latency = latency
         self.invalid_query = invalid_query
         self.max_body_bytes = max_body_bytes
+        self.ssl_context = ssl_context
         self.users: dict[str, str] = {}
+        self.oauth = OAuthServer(self.users, clock=clock)
         self.credential_checkers: list[CredentialChecker] = (
             list(credential_checkers)
             if credential_checkers is not None
-            else [BasicAuthChecker(self.users)]
+            else [
+                BasicAuthChecker(self.users),
+                BearerChecker(self.oauth),
+                ApiKeyChecker(self.oauth),
+            ]
         )
-        # Paths answered without authentication (a later /oauth_token.do goes here).
-        self.public_paths: set[str] = set()
+        # Paths answered without authentication.
+        self.public_paths: set[str] = {TOKEN_PATH}
         # sys_ids that are counted in X-Total-Count and take a slot of the page but are never
         # returned: rows a real instance removes by ACL after applying sysparm_limit.
         self.hidden_sys_ids: set[str] = set()
@@ -262,12 +310,13 @@ class ServiceNowEmulator:
         for prefix in ("/api/now", "/api/now/{version:v1|v2}"):
             self.app.router.add_route("*", prefix + "/table/{table}", _unreachable)
             self.app.router.add_route("*", prefix + "/table/{table}/{sys_id}", _unreachable)
+        self.app.router.add_post(TOKEN_PATH, self.oauth.token_endpoint)
 
     # -- lifecycle --------------------------------------------------------------------------
 
     @property
     def base_url(self) -> str:
-        """`http://127.0.0.1:<port>`, the instance URL clients use (valid after `start`)."""
+        """`http(s)://127.0.0.1:<port>`, the instance URL clients use (valid after `start`)."""
         if self._base_url is None:
             raise RuntimeError("the emulator is not running; await start() first")
         return self._base_url
@@ -285,7 +334,9 @@ class ServiceNowEmulator:
             self.app, handler_cancellation=True, access_log=None, shutdown_timeout=1.0
         )
         await runner.setup()
-        site = web.TCPSite(runner, self.host, self.port, reuse_address=True)
+        site = web.TCPSite(
+            runner, self.host, self.port, reuse_address=True, ssl_context=self.ssl_context
+        )
         try:
             await site.start()
         except BaseException:
@@ -298,7 +349,8 @@ class ServiceNowEmulator:
         )
         if ":" in host:
             host = f"[{host}]"
-        self._base_url = f"http://{host}:{self.port}"
+        scheme = "https" if self.ssl_context is not None else "http"
+        self._base_url = f"{scheme}://{host}:{self.port}"
         return self._base_url
 
     async def stop(self) -> None:

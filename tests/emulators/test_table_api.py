@@ -208,13 +208,13 @@ class TestAuthentication:
 
         emu = ServiceNowEmulator(users={USER: PASSWORD})
         emu.credential_checkers.append(api_key)
-        emu.app.router.add_post("/oauth_token.do", token)
-        emu.public_paths.add("/oauth_token.do")
+        emu.app.router.add_post("/custom_token.do", token)
+        emu.public_paths.add("/custom_token.do")
         async with emu, http_client(emu.base_url, None) as c:
             ok = await c.get(INCIDENTS, headers={"x-sn-apikey": "good"})
             bad = await c.get(INCIDENTS, headers={"x-sn-apikey": "bad"})
             basic = await c.get(INCIDENTS, auth=(USER, PASSWORD))
-            oauth = await c.post("/oauth_token.do", data={"grant_type": "password"})
+            oauth = await c.post("/custom_token.do", data={"grant_type": "password"})
         assert ok.status_code == 200
         assert emu.requests[0].user == "apikey-user"
         assert bad.status_code == 401

@@ -807,7 +807,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=TEMPLATE_PATH, help="%(default)s")
     args = parser.parse_args(argv)
     path: Path = args.output
-    text = render()
+    try:
+        text = render()
+    except TemplateError as error:
+        sys.stderr.write(f"the template cannot be generated: {error}\n")
+        return 2
     if args.check:
         current = path.read_text(encoding="utf-8") if path.exists() else ""
         if current == text:

@@ -56,7 +56,7 @@ class WorkerModel:
                 n: frozenset(op.value for op in ops) for n, ops in inputs.REQUIRED_FOR.items()
             },
             model_required=frozenset(
-                name for name in inputs.INPUT_NAMES if fields[name].is_required()
+                name for name in inputs.INPUT_NAMES if name in fields and fields[name].is_required()
             ),
             header_names=frozenset(inputs.HEADER_ONLY_NAMES),
             authentication=authentication_fields(),

@@ -117,3 +117,14 @@ def test_limit_pattern_covers_one_to_the_ceiling() -> None:
     assert generator.limit_ceiling() == 10_000
     with pytest.raises(generator.TemplateError):
         generator.limit_pattern(5_000)
+
+
+def test_command_names_the_problem(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """When model and presentation do not fit, the command says why and exits 2."""
+    monkeypatch.setattr(
+        generator, "HEADER_ONLY_NAMES", (*generator.HEADER_ONLY_NAMES, "jobTimeout")
+    )
+    assert generator.main(["--check", "--output", str(tmp_path / "t.json")]) == 2
+    assert "header 'jobTimeout' of the model has no look" in capsys.readouterr().err

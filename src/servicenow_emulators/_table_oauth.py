@@ -97,6 +97,17 @@ class OAuthServer:
         self.clients[client_id] = client
         return client
 
+    def issue(
+        self, user: str, *, lifetime: float = ACCESS_LIFETIME, value: str | None = None
+    ) -> str:
+        """An access token for `user`, issued outside `/oauth_token.do` (the `bearer` case: a token
+        the caller got elsewhere). Not counted as a token request."""
+        token = IssuedToken(
+            value or secrets.token_urlsafe(32), "access", "", user, self.clock() + lifetime
+        )
+        self.tokens[token.value] = token
+        return token.value
+
     def add_api_key(self, key: str, user: str) -> None:
         """Accept `key` in `x-sn-apikey` as `user` (a REST API Key record)."""
         self.api_keys[key] = user

@@ -79,6 +79,13 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds all CPUs spent busy since boot, from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]
+    return (sum(fields[:8]) - idle) / CLOCK_TICKS
+
+
 def own_cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
@@ -113,6 +120,8 @@ class Cell:
     efficiency: float | None = None
     jobs_per_activation: float = float("nan")
     emulator_cpu_share: float = float("nan")
+    # CPU used by everything else on the machine meanwhile (other users' work), in CPUs.
+    other_cpu: float = float("nan")
     completed: int = 0
     error: str = ""
 
@@ -204,9 +213,16 @@ async def worker_process(
     kind: str, gateway: ZeebeGatewayEmulator, servicenow_url: str, in_flight: int, options: Any
 ) -> AsyncIterator[asyncio.subprocess.Process]:
     env = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/")}
-    if kind == "ours":
+    if kind.startswith("ours"):
+        # "ours:DIR" runs the worker from another checkout (e.g. a git worktree) for before/after.
+        _, _, source = kind.partition(":")
         command = [str(CONSOLE_SCRIPT)]
+        if source:
+            command = [sys.executable, "-m", "servicenow_worker"]
+            env["PYTHONPATH"] = str(Path(source) / "src")
         env |= {
+            "HEALTH_HOST": "127.0.0.1",
+            "HEALTH_PORT": "0",
             "ZEEBE_ADDRESS": gateway.address,
             "SERVICENOW_URL_TEMPLATE": servicenow_url,
             "WORKER_MAX_JOBS_IN_FLIGHT": str(in_flight),
@@ -242,7 +258,7 @@ async def worker_process(
 
 
 @contextlib.contextmanager
-def profiled(pid: int, path: Path | None) -> Any:
+def profiled(pid: int, path: Path | None, idle: bool = False) -> Any:
     """py-spy over the measured jobs, as collapsed stacks (`--format raw`) at `path`."""
     if path is None:
         yield
@@ -258,6 +274,7 @@ def profiled(pid: int, path: Path | None) -> Any:
             "--format",
             "raw",
             "--nonblocking",
+            *(["--idle", "--threads"] if idle else []),
             "--output",
             str(path),
         ],
@@ -290,11 +307,12 @@ async def run_cell(cell: Cell, servicenow: ServiceNow, options: Any) -> Cell:
         calls_before = len(gateway.activate_requests)
         profile = (
             options.profile_dir
-            / f"{cell.worker}-{cell.latency_ms}ms-{cell.in_flight}-{cell.operation}.txt"
+            / f"{cell.worker.replace('/', '_')}-{cell.latency_ms}ms-{cell.in_flight}-{cell.operation}.txt"
             if options.profile_dir
             else None
         )
-        with profiled(worker.pid, profile):
+        with profiled(worker.pid, profile, options.profile_idle):
+            machine_before = machine_busy_seconds()
             cpu_before = cpu_seconds(worker.pid)
             own_before = own_cpu_seconds() + servicenow.cpu_seconds()
             wall_before = time.monotonic()
@@ -307,6 +325,7 @@ async def run_cell(cell: Cell, servicenow: ServiceNow, options: Any) -> Cell:
             wall = time.monotonic() - wall_before
             cpu = cpu_seconds(worker.pid) - cpu_before
             own = own_cpu_seconds() + servicenow.cpu_seconds() - own_before
+            machine = machine_busy_seconds() - machine_before
         cell.peak_rss_mb = peak_rss_mb(worker.pid)
         calls = len(gateway.activate_requests) - calls_before
     cell.completed = sum(1 for outcome in outcomes.values() if outcome.kind == "complete")
@@ -341,6 +360,7 @@ async def run_cell(cell: Cell, servicenow: ServiceNow, options: Any) -> Cell:
         cell.efficiency = cell.jobs_per_s / (cell.in_flight / (cell.latency_ms / 1000))
     cell.jobs_per_activation = cell.jobs / max(calls, 1)
     cell.emulator_cpu_share = own / wall
+    cell.other_cpu = max(0.0, (machine - own - cpu) / wall)
     return cell
 
 
@@ -484,7 +504,8 @@ async def benchmark(options: Any) -> tuple[list[Cell], dict[str, float], float]:
                             f"pickup p50 {cell.pickup_p50_ms:5.1f} ms  "
                             f"CPU {cell.cpu_s_per_1000:5.2f} s/1000  RSS {cell.peak_rss_mb:4.0f} MB  "
                             f"{cell.jobs_per_activation:5.1f} jobs/activation  "
-                            f"emulators {cell.emulator_cpu_share:4.0%} CPU"
+                            f"emulators {cell.emulator_cpu_share:4.0%} CPU  "
+                            f"others {cell.other_cpu:4.0%} CPU"
                             + (f"  ERROR {cell.error}" if cell.error else ""),
                             flush=True,
                         )
@@ -559,6 +580,9 @@ def main() -> None:
     )
     parser.add_argument(
         "--profile-dir", type=Path, default=None, help="py-spy each cell into this folder"
+    )
+    parser.add_argument(
+        "--profile-idle", action="store_true", help="profiles include idle samples, per thread"
     )
     parser.add_argument("--cell-timeout", type=float, default=180)
     parser.add_argument("--no-idle", action="store_true", help="skip the idle pickup probe")

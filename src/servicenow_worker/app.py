@@ -20,6 +20,7 @@ from servicenow_worker import __version__
 from servicenow_worker.auth import Authenticator, TokenCache
 from servicenow_worker.handler import JobHandler
 from servicenow_worker.health import HealthServer
+from servicenow_worker.http_transport import AiohttpTransport
 from servicenow_worker.inputs import InputRules
 from servicenow_worker.logs import configure
 from servicenow_worker.metrics import WorkerMetrics
@@ -78,13 +79,11 @@ def build_http_client(
     settings: Settings, metrics: WorkerMetrics | None = None
 ) -> httpx.AsyncClient:
     """One pooled client for every job: keep-alive connections, TLS verified, no environment."""
-    transport: httpx.AsyncBaseTransport = httpx.AsyncHTTPTransport(
-        limits=httpx.Limits(
-            max_connections=settings.worker_max_jobs_in_flight,
-            max_keepalive_connections=settings.worker_max_jobs_in_flight,
-        ),
+    # aiohttp's pool under httpx's API: httpcore's pool costs CPU per request that grows with the
+    # pool (docs/performance.md).
+    transport: httpx.AsyncBaseTransport = AiohttpTransport(
+        max_connections=settings.worker_max_jobs_in_flight,
         verify=settings.servicenow_tls_context() or True,
-        trust_env=False,
     )
     if metrics is not None:
         transport = metrics.instrument(transport)  # times each request to ServiceNow

@@ -1,0 +1,174 @@
+"""The aiohttp transport behaves as httpx's own transport does where `servicenow.py` can tell."""
+
+import asyncio
+import gzip
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import httpx
+import pytest
+from aiohttp import web
+
+from servicenow_emulators.zeebe_gateway import free_port
+from servicenow_worker.http_transport import AiohttpTransport
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class Server:
+    """A loopback aiohttp server whose one handler a test sets, recording what reached it."""
+
+    def __init__(self) -> None:
+        self.seen: list[web.Request] = []
+        self.raw_paths: list[str] = []
+        self.handler: Handler = self._ok
+
+    async def _ok(self, request: web.Request) -> web.StreamResponse:
+        return web.json_response({"result": {"ok": True}})
+
+    async def dispatch(self, request: web.Request) -> web.StreamResponse:
+        self.seen.append(request)
+        self.raw_paths.append(request.raw_path)
+        await request.read()
+        return await self.handler(request)
+
+
+@pytest.fixture(name="server")
+async def _server() -> AsyncIterator[tuple[Server, str]]:
+    server = Server()
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", server.dispatch)
+    runner = web.AppRunner(app, handler_cancellation=True)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    yield server, f"http://127.0.0.1:{port}"
+    await runner.cleanup()
+
+
+def client(max_connections: int = 4, **timeouts: float) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        transport=AiohttpTransport(max_connections=max_connections),
+        timeout=httpx.Timeout(**{"timeout": 5.0, **timeouts}),
+    )
+
+
+async def test_request_and_answer_pass_through(server: tuple[Server, str]) -> None:
+    """Method, query, headers, auth and body arrive as httpx built them; the answer comes back."""
+    recorder, base = server
+    async with client() as http:
+        response = await http.post(
+            f"{base}/api/now/table/incident",
+            params={"sysparm_query": "short_description=a b^active=true", "sysparm_fields": "a,b"},
+            content=b'{"x": 1}',
+            headers={"Content-Type": "application/json"},
+            auth=("u", "p"),
+        )
+    assert response.status_code == 200
+    assert response.json() == {"result": {"ok": True}}
+    assert response.headers["content-type"].startswith("application/json")
+    [request] = recorder.seen
+    assert request.method == "POST"
+    assert request.headers["Authorization"] == httpx.BasicAuth("u", "p")._auth_header
+    assert request.headers["Content-Type"] == "application/json"
+    # The query goes out exactly as httpx encoded it, with no second quoting pass.
+    sent = httpx.URL(
+        f"{base}/api/now/table/incident",
+        params={"sysparm_query": "short_description=a b^active=true", "sysparm_fields": "a,b"},
+    )
+    assert recorder.raw_paths == [sent.raw_path.decode()]
+
+
+async def test_gzip_answer_is_decoded_once(server: tuple[Server, str]) -> None:
+    recorder, base = server
+    body = json.dumps({"result": [{"n": i} for i in range(100)]}).encode()
+
+    async def gzipped(request: web.Request) -> web.StreamResponse:
+        return web.Response(
+            body=gzip.compress(body),
+            headers={"Content-Encoding": "gzip", "Content-Type": "application/json"},
+        )
+
+    recorder.handler = gzipped
+    async with client() as http:
+        response = await http.get(f"{base}/x")
+    assert response.content == body
+
+
+async def test_refused_connection_is_a_connect_error() -> None:
+    """Nothing was sent: servicenow.py may retry even a create."""
+    async with client() as http:
+        with pytest.raises(httpx.ConnectError):
+            await http.get(f"http://127.0.0.1:{free_port()}/x")
+
+
+async def test_slow_answer_is_a_read_timeout(server: tuple[Server, str]) -> None:
+    recorder, base = server
+
+    async def slow(request: web.Request) -> web.StreamResponse:
+        await asyncio.sleep(2)
+        return web.Response()
+
+    recorder.handler = slow
+    async with client(read=0.2) as http:
+        with pytest.raises(httpx.ReadTimeout):
+            await http.get(f"{base}/x")
+
+
+async def test_waiting_for_a_pooled_connection_times_out_as_never_sent(
+    server: tuple[Server, str],
+) -> None:
+    recorder, base = server
+    release = asyncio.Event()
+
+    async def held(request: web.Request) -> web.StreamResponse:
+        await release.wait()
+        return web.Response()
+
+    recorder.handler = held
+    async with client(max_connections=1, pool=0.2, connect=0.2) as http:
+        first = asyncio.create_task(http.get(f"{base}/first"))
+        await asyncio.sleep(0.1)
+        with pytest.raises(httpx.ConnectTimeout):
+            await http.get(f"{base}/second")
+        release.set()
+        assert (await first).status_code == 200
+    assert len(recorder.seen) == 1
+
+
+@pytest.mark.parametrize("method", ["GET", "DELETE", "POST"])
+async def test_a_dropped_answer_is_not_resent(server: tuple[Server, str], method: str) -> None:
+    """A broken keep-alive connection reaches the caller, which alone decides on a retry."""
+    recorder, base = server
+    async with client() as http:
+        assert (await http.get(f"{base}/warm")).status_code == 200  # a pooled connection
+
+        async def drop(request: web.Request) -> web.StreamResponse:
+            assert request.transport is not None
+            request.transport.close()
+            return web.Response()
+
+        recorder.handler = drop
+        with pytest.raises(httpx.TransportError) as raised:
+            await http.request(method, f"{base}/x")
+    assert not isinstance(raised.value, httpx.ConnectError | httpx.ConnectTimeout)
+    assert [r.method for r in recorder.seen] == ["GET", method]
+
+
+async def test_cookies_are_httpx_business(server: tuple[Server, str]) -> None:
+    """aiohttp keeps no cookie jar of its own: what the client sends is what httpx decides."""
+    recorder, base = server
+
+    async def set_cookie(request: web.Request) -> web.StreamResponse:
+        response = web.Response()
+        response.set_cookie("JSESSIONID", "abc")
+        return response
+
+    recorder.handler = set_cookie
+    transport = AiohttpTransport(max_connections=2)
+    async with httpx.AsyncClient(transport=transport) as http:
+        await http.get(f"{base}/a")
+        http.cookies.clear()
+        await http.get(f"{base}/b")
+    assert "Cookie" not in recorder.seen[1].headers

@@ -174,7 +174,7 @@ def test_worker_settings_in_compose_are_valid_settings(monkeypatch: pytest.Monke
     monkeypatch.setenv("SECRETS_DIR", str(ROOT))  # /run/secrets does not exist here
     settings = Settings()
     assert settings.worker_shutdown_grace_period < _seconds(worker["stop_grace_period"])
-    assert worker["secrets"] == ["SERVICENOW_PASSWORD"]
+    assert worker["secrets"] == ["snUser", "snPwd"]
 
 
 def test_no_credential_is_written_into_the_compose_file() -> None:
@@ -183,7 +183,10 @@ def test_no_credential_is_written_into_the_compose_file() -> None:
     for name, setting in worker["environment"].items():
         if name.endswith(("_SECRET", "_PASSWORD", "_TOKEN")):
             assert setting in ("", f"<{name}>"), name
-    assert compose["secrets"]["SERVICENOW_PASSWORD"] == {"environment": "SERVICENOW_PASSWORD"}
+    assert compose["secrets"] == {
+        "snUser": {"environment": "SERVICENOW_USER"},
+        "snPwd": {"environment": "SERVICENOW_PASSWORD"},
+    }
 
 
 def _seconds(duration: str) -> float:

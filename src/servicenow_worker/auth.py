@@ -67,12 +67,16 @@ USER_GRANT_HINT: Final = (
 _FINGERPRINT_SALT: Final = os.urandom(16)
 
 
+# httpx's no-op auth, shared: given None, httpx would look for credentials in each request's URL.
+NO_FLOW: Final = httpx.Auth()
+
+
 @dataclass(frozen=True, slots=True)
 class Credentials:
     """What one job's requests carry: fixed headers, or an auth flow that adds a bearer token."""
 
     headers: Mapping[str, str]
-    flow: httpx.Auth | None = None
+    flow: httpx.Auth = NO_FLOW
 
 
 @dataclass(frozen=True, slots=True)

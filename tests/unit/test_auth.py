@@ -1,8 +1,6 @@
 """Authentication: input shapes, headers, the token cache, token requests and the TLS settings."""
 
 import asyncio
-import base64
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,7 +12,15 @@ import pytest
 from pydantic import ValidationError
 
 from servicenow_worker.app import load_settings
-from servicenow_worker.auth import Authenticator, Token, TokenCache, TokenKey, tls_context
+from servicenow_worker.auth import (
+    NO_FLOW,
+    Authenticator,
+    OAuthFlow,
+    Token,
+    TokenCache,
+    TokenKey,
+    tls_context,
+)
 from servicenow_worker.errors import (
     AUTH_FAILED,
     AuthenticationFailed,
@@ -483,11 +489,26 @@ class TestTls:
         assert "SERVICENOW_CA_BUNDLE" in capsys.readouterr().err
 
 
-def test_no_credential_in_token_request_log_fields() -> None:
-    """The token cache's keys hold a digest, never the secrets themselves."""
-    parsed = request(PASSWORD_AUTH)
-    flow = Authenticator(httpx.AsyncClient(), TokenCache()).credentials(parsed).flow
-    assert flow is not None
-    key = flow._grant.key  # type: ignore[attr-defined]
-    assert "secret" not in repr(key)
-    assert json.dumps(base64.b64encode(key.fingerprint).decode()).count("secret") == 0
+def test_cache_keys_hold_no_secret() -> None:
+    """The token cache's keys hold a salted digest of the secrets, never the secrets."""
+    flow = Authenticator(httpx.AsyncClient(), TokenCache()).credentials(request(PASSWORD_AUTH)).flow
+    assert isinstance(flow, OAuthFlow)
+    key = flow._grant.key
+    assert "c-secret" not in repr(key)
+    assert "p-secret" not in repr(key)
+
+
+@pytest.mark.parametrize(
+    "authentication",
+    [
+        {"username": "u", "password": "p"},
+        {"type": "api-key", "apiKey": "k"},
+        {"type": "bearer", "token": "t"},
+    ],
+)
+def test_fixed_credentials_need_no_flow(authentication: dict[str, Any]) -> None:
+    """Basic, API key and bearer are a header computed once per job, and httpx's shared no-op auth."""
+    credentials = Authenticator(httpx.AsyncClient(), TokenCache()).credentials(
+        request(authentication)
+    )
+    assert credentials.flow is NO_FLOW

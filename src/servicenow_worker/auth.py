@@ -145,8 +145,8 @@ class TokenCache:
             if token is not None and self.clock() < token.use_until:
                 return token.access, True
         else:
+            self._prune()  # before adding: the new entry is never the one pruned
             entry = self._entries[key] = _Entry()
-            self._prune()
         if entry.pending is None:
             entry.pending = asyncio.create_task(self._fill(entry, obtain))
             entry.pending.add_done_callback(_retrieve)
@@ -173,7 +173,7 @@ class TokenCache:
         return token
 
     def _prune(self) -> None:
-        if len(self._entries) <= self._max_entries:
+        if len(self._entries) < self._max_entries:
             return
         idle = [key for key, entry in self._entries.items() if entry.pending is None]
         for key in idle[: len(idle) // 2 + 1]:  # the oldest half

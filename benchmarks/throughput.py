@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from aiohttp import web
 
 from servicenow_emulators.table_api import ServiceNowEmulator
 from servicenow_emulators.zeebe_gateway import ZeebeGatewayEmulator, free_port
@@ -151,6 +152,18 @@ def job_variables(operation: str, sys_id: str) -> dict[str, Any]:
 HEADERS = {"resultVariable": "response"}
 
 
+async def session_cookies(request: web.Request, response: web.StreamResponse) -> None:
+    """The session cookies a real instance sets on every basic-auth answer (reference R1)."""
+    session = os.urandom(16).hex().upper()
+    for cookie in (
+        f"JSESSIONID={session}; Path=/; HttpOnly",
+        f"glide_user_route=glide.{os.urandom(16).hex()}; Max-Age=2147483647; Path=/; HttpOnly",
+        f"glide_session_store={session}; Max-Age=1800; Path=/; HttpOnly",
+        "BIGipServerpool_bench=2525316106.39486.0000; Path=/; HttpOnly",
+    ):
+        response.headers.add("Set-Cookie", cookie)
+
+
 class ServiceNow:
     """The ServiceNow emulator, here or in its own process, at a given latency."""
 
@@ -186,6 +199,7 @@ class ServiceNow:
             self.base_url = f"http://127.0.0.1:{port}"
         else:
             self._emulator = ServiceNowEmulator(users={USER: PASSWORD}, latency=latency)
+            self._emulator.app.on_response_prepare.append(session_cookies)
             self.base_url = await self._emulator.start()
         async with httpx.AsyncClient(auth=(USER, PASSWORD)) as client:
             answer = await client.post(
@@ -258,7 +272,7 @@ async def worker_process(
 
 
 @contextlib.contextmanager
-def profiled(pid: int, path: Path | None, idle: bool = False) -> Any:
+def profiled(pid: int, path: Path | None, idle: bool = False, native: bool = False) -> Any:
     """py-spy over the measured jobs, as collapsed stacks (`--format raw`) at `path`."""
     if path is None:
         yield
@@ -273,7 +287,7 @@ def profiled(pid: int, path: Path | None, idle: bool = False) -> Any:
             "250",
             "--format",
             "raw",
-            "--nonblocking",
+            *(["--native"] if native else ["--nonblocking"]),
             *(["--idle", "--threads"] if idle else []),
             "--output",
             str(path),
@@ -311,7 +325,7 @@ async def run_cell(cell: Cell, servicenow: ServiceNow, options: Any) -> Cell:
             if options.profile_dir
             else None
         )
-        with profiled(worker.pid, profile, options.profile_idle):
+        with profiled(worker.pid, profile, options.profile_idle, options.profile_native):
             machine_before = machine_busy_seconds()
             cpu_before = cpu_seconds(worker.pid)
             own_before = own_cpu_seconds() + servicenow.cpu_seconds()
@@ -583,6 +597,9 @@ def main() -> None:
     )
     parser.add_argument(
         "--profile-idle", action="store_true", help="profiles include idle samples, per thread"
+    )
+    parser.add_argument(
+        "--profile-native", action="store_true", help="profiles include native (C) frames"
     )
     parser.add_argument("--cell-timeout", type=float, default=180)
     parser.add_argument("--no-idle", action="store_true", help="skip the idle pickup probe")

@@ -20,7 +20,7 @@ from servicenow_worker import __version__
 from servicenow_worker.auth import Authenticator, TokenCache
 from servicenow_worker.handler import JobHandler
 from servicenow_worker.health import HealthServer
-from servicenow_worker.http_transport import AiohttpTransport
+from servicenow_worker.http_transport import AiohttpTransport, NoCookieJar
 from servicenow_worker.inputs import InputRules
 from servicenow_worker.logs import configure
 from servicenow_worker.metrics import WorkerMetrics
@@ -98,6 +98,7 @@ def build_http_client(
         trust_env=False,
         follow_redirects=False,
         headers={"User-Agent": f"servicenow-worker/{__version__}"},
+        cookies=NoCookieJar(),
     )
 
 

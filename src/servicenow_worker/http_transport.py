@@ -12,6 +12,7 @@ that may have reached ServiceNow (everything after).
 """
 
 import contextlib
+import http.cookiejar
 import ssl
 from collections.abc import AsyncIterator, Iterator
 from typing import Final
@@ -22,6 +23,22 @@ from yarl import URL
 
 # ServiceNow's Link headers carry the whole encoded query four times; h11 allows 16 KiB of headers.
 MAX_HEADER_BYTES: Final = 64 * 1024
+
+
+class NoCookieJar(http.cookiejar.CookieJar):
+    """A cookie jar that keeps nothing: every request stands on its own credentials.
+
+    ServiceNow answers each basic-auth request with session cookies and accepts them instead of
+    credentials. One client serves the jobs of every ServiceNow user, so a kept JSESSIONID would
+    ride along with another job's credentials. Keeping none also spares httpx the cookie work on
+    every request and answer.
+    """
+
+    def set_cookie(self, cookie: http.cookiejar.Cookie) -> None:
+        pass
+
+    def extract_cookies(self, response: object, request: object) -> None:
+        pass
 
 
 class AiohttpTransport(httpx.AsyncBaseTransport):

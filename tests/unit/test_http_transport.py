@@ -10,7 +10,9 @@ import pytest
 from aiohttp import web
 
 from servicenow_emulators.zeebe_gateway import free_port
-from servicenow_worker.http_transport import AiohttpTransport
+from servicenow_worker.app import build_http_client
+from servicenow_worker.http_transport import AiohttpTransport, NoCookieJar
+from servicenow_worker.settings import Settings
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -172,3 +174,27 @@ async def test_cookies_are_httpx_business(server: tuple[Server, str]) -> None:
         http.cookies.clear()
         await http.get(f"{base}/b")
     assert "Cookie" not in recorder.seen[1].headers
+
+
+async def test_no_session_cookie_rides_along_with_the_next_job() -> None:
+    """ServiceNow's session cookies from one job's answer are not sent with the next request."""
+    sent: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return httpx.Response(
+            200, headers={"Set-Cookie": "JSESSIONID=alice-session; Path=/"}, json={"result": {}}
+        )
+
+    async with httpx.AsyncClient(
+        transport=httpx.MockTransport(answer), cookies=NoCookieJar()
+    ) as http:
+        await http.get("https://acme.service-now.com/api/now/table/incident", auth=("alice", "a"))
+        await http.get("https://acme.service-now.com/api/now/table/incident", auth=("bob", "b"))
+        assert not http.cookies
+    assert "Cookie" not in sent[1].headers
+
+
+def test_the_worker_client_keeps_no_cookies() -> None:
+    settings = Settings(zeebe_address="127.0.0.1:1")
+    assert isinstance(build_http_client(settings).cookies.jar, NoCookieJar)

@@ -29,6 +29,32 @@ AREAS = {
 }
 
 
+# Packages for the self-time breakdown: a sample counts for the package of its innermost frame.
+PACKAGES = {
+    "httpcore": "httpcore/",
+    "anyio": "anyio/",
+    "httpx": "httpx/",
+    "aiohttp / yarl / multidict": ("aiohttp/", "yarl/", "multidict/"),
+    "grpc": "grpc/",
+    "pyzeebe": "pyzeebe/",
+    "structlog": "structlog/",
+    "stamina / tenacity": ("stamina/", "tenacity/"),
+    "pydantic": "pydantic",
+    "prometheus_client": "prometheus_client/",
+    "servicenow_worker": "servicenow_worker/",
+    "json": "json/",
+    "event loop (asyncio, uvloop, selectors)": ("asyncio/", "uvloop", "selectors.py"),
+    "threads (gRPC poller)": "threading.py",
+}
+
+
+def package_of(frame: str) -> str:
+    for name, keys in PACKAGES.items():
+        if any(key in frame for key in ((keys,) if isinstance(keys, str) else keys)):
+            return name
+    return "other (stdlib, urllib, ipaddress, ...)"
+
+
 def load(path: Path) -> list[tuple[list[str], int]]:
     stacks = []
     for line in path.read_text().splitlines():
@@ -42,10 +68,12 @@ def summary(path: Path, top: int) -> str:
     stacks = load(path)
     total = sum(count for _, count in stacks) or 1
     self_time: collections.Counter[str] = collections.Counter()
+    packages: collections.Counter[str] = collections.Counter()
     inclusive: collections.Counter[str] = collections.Counter()
     areas: collections.Counter[str] = collections.Counter()
     for frames, count in stacks:
         self_time[frames[-1]] += count
+        packages[package_of(frames[-1])] += count
         for frame in set(frames):
             inclusive[frame] += count
         for name, key in AREAS.items():
@@ -54,6 +82,8 @@ def summary(path: Path, top: int) -> str:
     lines = [f"{path.name}: {total} samples"]
     lines.append("areas (inclusive):")
     lines += [f"  {areas[name] / total:6.1%}  {name}" for name in AREAS if areas[name]]
+    lines.append("self time by package (innermost frame):")
+    lines += [f"  {n / total:6.1%}  {name}" for name, n in packages.most_common()]
     lines.append(f"top {top} frames by self time:")
     lines += [f"  {n / total:6.1%}  {frame}" for frame, n in self_time.most_common(top)]
     lines.append(f"top {top} frames by inclusive time (below the event loop):")

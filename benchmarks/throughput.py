@@ -384,8 +384,30 @@ async def run_cell(cell: Cell, servicenow: ServiceNow, options: Any) -> Cell:
 def jobs_for(in_flight: int, latency_ms: int, quick: bool) -> int:
     """Enough jobs for many rounds of the pool, few enough to keep the matrix near 10 minutes."""
     if quick:
-        return max(400, 2 * in_flight)
-    return max(1500, 4 * in_flight)
+        return 400
+    return 600 if in_flight <= 128 else 2 * in_flight
+
+
+def source_version(worker: str) -> str:
+    """The commit a worker ran from (with '+' when its checkout had changes)."""
+    _, _, source = worker.partition(":")
+    folder = Path(source) if source else HERE.parent
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(folder), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(folder), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return commit + ("+" if dirty else "")
 
 
 def ratio(ours: float, base: float) -> str:
@@ -401,14 +423,15 @@ def fmt(value: float | None, digits: int = 1) -> str:
 
 
 def markdown_table(cells: list[Cell]) -> str:
-    ours = {c.key: c for c in cells if c.worker == "ours"}
+    ours = {c.key: c for c in cells if c.worker.partition(":")[0] == "ours"}
     base = {c.key: c for c in cells if c.worker == "baseline"}
     header = (
         "| latency | in flight | op | jobs | jobs/s ours (base) | x base | efficiency ours (base) "
         "| job latency p50/p99 ms ours (base) | pickup p50/p99 ms ours (base) "
-        "| CPU s/1000 jobs ours (base) | x base | peak RSS MB ours (base) | jobs/activation ours (base) |"
+        "| CPU s/1000 jobs ours (base) | x base | peak RSS MB ours (base) | jobs/activation ours (base) "
+        "| others' CPU ours (base) |"
     )
-    lines = [header, "|" + "---|" * 13]
+    lines = [header, "|" + "---|" * 14]
     for key in sorted(set(ours) | set(base)):
         o, b = ours.get(key), base.get(key)
         if o is None or b is None:
@@ -423,7 +446,8 @@ def markdown_table(cells: list[Cell]) -> str:
             f"| {fmt(o.latency_p50_ms)}/{fmt(o.latency_p99_ms)} ({fmt(b.latency_p50_ms)}/{fmt(b.latency_p99_ms)}) "
             f"| {fmt(o.pickup_p50_ms)}/{fmt(o.pickup_p99_ms)} ({fmt(b.pickup_p50_ms)}/{fmt(b.pickup_p99_ms)}) "
             f"| {pair('cpu_s_per_1000', 2)} | {ratio(o.cpu_s_per_1000, b.cpu_s_per_1000)} "
-            f"| {pair('peak_rss_mb', 0)} | {pair('jobs_per_activation', 1)} |"
+            f"| {pair('peak_rss_mb', 0)} | {pair('jobs_per_activation', 1)} "
+            f"| {pair('other_cpu', 2)} |"
         )
     errors = [f"- {c.worker} {c.key}: {c.error}" for c in cells if c.error]
     return "\n".join(lines + (["", *errors] if errors else []))
@@ -447,7 +471,9 @@ def plot(cells: list[Cell], path: Path) -> None:
                 points = sorted(
                     (c.in_flight, c.jobs_per_s)
                     for c in cells
-                    if c.worker == worker and c.operation == operation and c.latency_ms == latency
+                    if c.worker.partition(":")[0] == worker
+                    and c.operation == operation
+                    and c.latency_ms == latency
                 )
                 if points:
                     axis.plot(
@@ -542,6 +568,7 @@ def report(cells: list[Cell], idle: dict[str, float], elapsed: float, options: A
         else ""
     )
     machine = f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
+    sources = {w: source_version(w) for w in options.workers.split(",")}
     print()
     print(table)
     print(idle_line)
@@ -552,12 +579,15 @@ def report(cells: list[Cell], idle: dict[str, float], elapsed: float, options: A
     (out / f"{name}.md").write_text(
         f"# Throughput benchmark ({name})\n\n{machine}; ServiceNow emulator "
         f"{'in its own process' if options.servicenow_process else 'in the benchmark process'}; "
-        f"{elapsed:.0f} s.\n\n{table}\n\n{idle_line}\n"
+        f"{elapsed:.0f} s; workers: "
+        + ", ".join(f"{w} at {v}" for w, v in sources.items())
+        + f".\n\n{table}\n\n{idle_line}\n"
     )
     (out / f"{name}.json").write_text(
         json.dumps(
             {
                 "machine": machine,
+                "sources": sources,
                 "elapsed_s": elapsed,
                 "servicenow_process": options.servicenow_process,
                 "baseline_poll_retry_delay": options.baseline_poll_retry_delay,
@@ -607,7 +637,7 @@ def main() -> None:
     parser.add_argument("--name", default="", help="file name of the results (default: matrix)")
     options = parser.parse_args()
     if options.latencies is None:
-        options.latencies = "0,200" if options.quick else "0,50,200"
+        options.latencies = "0,50" if options.quick else "0,50,200"
     if options.in_flight is None:
         options.in_flight = "32,128" if options.quick else "32,128,512"
     if options.profile_dir:

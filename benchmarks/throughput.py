@@ -1,7 +1,10 @@
 """Throughput and latency of servicenow-worker against a bare pyzeebe baseline (issue #6).
 
-    .venv/bin/python benchmarks/throughput.py            # the full matrix, about 10 minutes
-    .venv/bin/python benchmarks/throughput.py --quick    # a small matrix, about 1 minute
+    .venv/bin/python benchmarks/throughput.py            # the full matrix, about 7 minutes
+    .venv/bin/python benchmarks/throughput.py --quick    # a small matrix, about 1.5 minutes
+
+matplotlib draws the plot; py-spy (`--profile-dir`) records profiles. Method and results:
+docs/performance.md.
 
 Each cell enqueues N jobs at once on the Zeebe gateway emulator and lets one worker process work
 them against the ServiceNow Table API emulator, which answers after `latency` ms. The worker is a

@@ -69,6 +69,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             cookie_jar=aiohttp.DummyCookieJar(),
             auto_decompress=False,
             trust_env=False,
+            # httpx sets every header it means to send; aiohttp must not add a Content-Type.
+            skip_auto_headers=("Content-Type",),
             max_line_size=MAX_HEADER_BYTES,
             max_field_size=MAX_HEADER_BYTES,
         )
@@ -81,13 +83,17 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         session = self._session or self._open()
         timeout = request.extensions.get("timeout", {})
         connect, pool = timeout.get("connect"), timeout.get("pool")
+        headers = request.headers.multi_items()
+        if "Transfer-Encoding" in request.headers:
+            # A streamed body (none of ours) goes out read whole, with aiohttp's Content-Length.
+            headers = [(k, v) for k, v in headers if k.lower() != "transfer-encoding"]
         with _mapped_errors(request):
             response = await session.request(
                 request.method,
                 # As httpx encoded it: no second quoting pass may change a query.
                 URL(str(request.url), encoded=True),
-                headers=request.headers.multi_items(),
-                data=request.content or None,
+                headers=headers,
+                data=await request.aread() or None,
                 allow_redirects=False,
                 timeout=aiohttp.ClientTimeout(
                     total=None,

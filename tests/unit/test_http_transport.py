@@ -198,3 +198,32 @@ async def test_no_session_cookie_rides_along_with_the_next_job() -> None:
 def test_the_worker_client_keeps_no_cookies() -> None:
     settings = Settings(zeebe_address="127.0.0.1:1")
     assert isinstance(build_http_client(settings).cookies.jar, NoCookieJar)
+
+
+async def test_the_headers_sent_are_the_ones_httpx_built(server: tuple[Server, str]) -> None:
+    """aiohttp adds none of its own (no Content-Type guessed for a bare body), drops none."""
+    recorder, base = server
+    async with client() as http:
+        request = http.build_request("PUT", f"{base}/x", content=b"raw", headers={"X-A": "1"})
+        await http.send(request)
+    [seen] = recorder.seen
+    assert sorted(k.lower() for k in seen.headers) == sorted(k.lower() for k in request.headers)
+    assert "Content-Type" not in seen.headers
+
+
+async def test_a_streamed_body_is_sent_whole(server: tuple[Server, str]) -> None:
+    recorder, base = server
+    bodies: list[bytes] = []
+
+    async def echo(request: web.Request) -> web.StreamResponse:
+        bodies.append(await request.read())
+        return web.Response()
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b"ab"
+        yield b"cd"
+
+    recorder.handler = echo
+    async with client() as http:
+        await http.post(f"{base}/x", content=chunks())
+    assert bodies == [b"abcd"]

@@ -61,6 +61,7 @@ async def soak(jobs: int, fault_rate: float, in_flight: int) -> int:
             "SERVICENOW_URL_TEMPLATE": servicenow.base_url,
             "WORKER_MAX_JOBS_IN_FLIGHT": str(in_flight),
             "WORKER_POLL_TIMEOUT": "1",
+            "HEALTH_PORT": "0",
             "LOG_LEVEL": "ERROR",
         }
         worker = await asyncio.create_subprocess_exec(

@@ -26,6 +26,7 @@ async def _spawn(servicenow: ServiceNowEmulator) -> AsyncIterator[Spawn]:
             "ZEEBE_ADDRESS": zeebe_address,
             "SERVICENOW_URL_TEMPLATE": servicenow.base_url,
             "WORKER_POLL_TIMEOUT": "0.5",
+            "HEALTH_PORT": "0",
             "SERVICENOW_CONNECT_TIMEOUT": "2",
             "SERVICENOW_READ_TIMEOUT": "5",
             "WORKER_JOB_TIMEOUT": "30",

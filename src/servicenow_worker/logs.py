@@ -10,7 +10,8 @@ from typing import Any, Final
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
-MASK: Final = "***"
+from servicenow_worker.secrets import MASK, mask_values
+
 SENSITIVE_KEY_PARTS: Final = ("password", "secret", "token", "authorization", "apikey", "api_key")
 # The secret values the current job resolved: any log field holding one is masked.
 job_secret_values: ContextVar[frozenset[str]] = ContextVar("job_secret_values", default=frozenset())
@@ -28,7 +29,7 @@ def _redacted(key: str, value: Any, secrets: frozenset[str]) -> Any:
     if _is_sensitive(key):
         return MASK
     if isinstance(value, str):
-        return _mask_values(value, secrets) if secrets else value
+        return mask_values(value, secrets) if secrets else value
     if isinstance(value, Mapping):
         return {k: _redacted(str(k), v, secrets) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -41,12 +42,6 @@ def _redacted(key: str, value: Any, secrets: frozenset[str]) -> Any:
 def _is_sensitive(key: str) -> bool:
     lowered = key.lower().replace("-", "_")
     return any(part in lowered for part in SENSITIVE_KEY_PARTS)
-
-
-def _mask_values(text: str, secrets: frozenset[str]) -> str:
-    for secret in sorted(secrets, key=len, reverse=True):
-        text = text.replace(secret, MASK)
-    return text
 
 
 def _processors(log_format: str) -> list[Processor]:

@@ -1,7 +1,7 @@
 """`{{secrets.NAME}}` placeholders, resolved from `SECRET_*` variables or files in `SECRETS_DIR`."""
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,10 +45,15 @@ class ResolvedSecrets:
     values: set[str] = field(default_factory=set)
 
     def mask(self, text: str) -> str:
-        # Longest first, so a secret that contains another is masked whole.
-        for value in sorted(self.values, key=len, reverse=True):
-            text = text.replace(value, MASK)
-        return text
+        return mask_values(text, self.values)
+
+
+def mask_values(text: str, values: Iterable[str]) -> str:
+    """`text` with each of `values` replaced by the mask."""
+    # Longest first, so a secret that contains another is masked whole.
+    for value in sorted(values, key=len, reverse=True):
+        text = text.replace(value, MASK)
+    return text
 
 
 def resolve_placeholders(value: Any, store: SecretStore, used: ResolvedSecrets, where: str) -> Any:

@@ -17,11 +17,11 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY src ./src
 # The wheel's own dependencies are resolved by pip from pyproject.toml's ranges (the project has
-# no lock file); the build backend comes through pip's build isolation.
+# no lock file); the build backend comes through pip's build isolation. The environment is made
+# without pip and setuptools and filled by the build stage's pip, so it holds only what runs.
 RUN python -m pip wheel --no-deps --wheel-dir /dist . \
-    && python -m venv /opt/venv \
-    && /opt/venv/bin/python -m pip install /dist/*.whl \
-    && /opt/venv/bin/python -m pip uninstall --yes pip
+    && python -m venv --without-pip /opt/venv \
+    && python -m pip --python /opt/venv/bin/python install /dist/*.whl
 
 FROM ${PYTHON_IMAGE}
 ARG VERSION=0.1.0

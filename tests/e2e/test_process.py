@@ -60,6 +60,7 @@ async def test_gateway_down_at_start_then_up(spawn: Spawn, servicenow: ServiceNo
 
     assert completed.keys() >= JOB_FIELDS
     assert (completed["operation"], completed["table"]) == ("create", "incident")
+    assert worker.not_json == []
     for event in worker.events:
         assert {"timestamp", "level", "event"} <= event.keys()
     assert PASSWORD not in "".join(worker.raw_stdout)

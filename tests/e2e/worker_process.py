@@ -1,4 +1,5 @@
-"""The installed `servicenow-worker` console script as a child process, its JSON log parsed live."""
+"""The worker as a child process (the installed console script, or `docker run` of the image),
+its JSON log parsed live."""
 
 import asyncio
 import json
@@ -14,7 +15,8 @@ CONSOLE_SCRIPT = Path(sys.executable).with_name("servicenow-worker")
 class WorkerProcess:
     """Runs the worker as an operator would, and awaits log events instead of sleeping."""
 
-    def __init__(self, **settings: str) -> None:
+    def __init__(self, *command: str, **settings: str) -> None:
+        self.command = command or (str(CONSOLE_SCRIPT),)
         self.env = {
             "PATH": os.environ.get("PATH", ""),
             "HOME": os.environ.get("HOME", "/"),
@@ -22,13 +24,14 @@ class WorkerProcess:
         }
         self.events: list[dict[str, Any]] = []
         self.raw_stdout: list[str] = []
+        self.not_json: list[str] = []
         self._changed = asyncio.Condition()
         self._process: asyncio.subprocess.Process | None = None
         self._reader: asyncio.Task[None] | None = None
 
     async def start(self) -> "WorkerProcess":
         self._process = await asyncio.create_subprocess_exec(
-            str(CONSOLE_SCRIPT),
+            *self.command,
             env=self.env,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
@@ -41,8 +44,14 @@ class WorkerProcess:
         async for line in self._process.stdout:
             text = line.decode()
             self.raw_stdout.append(text)
+            try:
+                event = json.loads(text)
+            except json.JSONDecodeError:
+                # Kept for the test to assert on: stdout must be JSON lines only.
+                self.not_json.append(text)
+                continue
             async with self._changed:
-                self.events.append(json.loads(text))
+                self.events.append(event)
                 self._changed.notify_all()
 
     async def wait_for_event(

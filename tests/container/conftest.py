@@ -124,7 +124,7 @@ def container_name() -> str:
 def _docker_answering(env: dict[str, str]) -> bool:
     if shutil.which("docker", path=env.get("PATH")) is None:
         return False
-    info = subprocess.run(["docker", "info"], env=env, capture_output=True, timeout=60)
+    info = subprocess.run(["docker", "info"], check=False, env=env, capture_output=True, timeout=60)
     return info.returncode == 0
 
 

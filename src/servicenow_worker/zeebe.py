@@ -160,12 +160,7 @@ class JobPump:
         self._slot_freed.set()
 
     async def _execute(self, job: Job) -> None:
-        structlog.contextvars.bind_contextvars(
-            job_key=job.key,
-            process_instance_key=job.process_instance_key,
-            element_id=job.element_id,
-            bpmn_process_id=job.bpmn_process_id,
-        )
+        _bind_job_to_log(job)
         try:
             result = await self._handler.handle(
                 JobView(
@@ -190,6 +185,7 @@ class JobPump:
         await self._report(job, result)
 
     async def _hand_back(self, job: Job) -> None:
+        _bind_job_to_log(job)
         self.metrics.job_handed_back(job.custom_headers, job.variables)
         # Activated after the stop began: return it untouched instead of letting it time out.
         await self._report(
@@ -261,6 +257,16 @@ class JobPump:
             await asyncio.wait_for(event.wait(), at_most)
         if event is self._slot_freed:
             event.clear()
+
+
+def _bind_job_to_log(job: Job) -> None:
+    """Every log line of this job's task names it (each job runs in a task of its own)."""
+    structlog.contextvars.bind_contextvars(
+        job_key=job.key,
+        process_instance_key=job.process_instance_key,
+        element_id=job.element_id,
+        bpmn_process_id=job.bpmn_process_id,
+    )
 
 
 def _log_outcome(result: Outcome) -> None:

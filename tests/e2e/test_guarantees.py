@@ -1,11 +1,17 @@
 """Delivery guarantees under faults (issue #5): nothing lost, nothing duplicated."""
 
 import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
+import pytest
+from pyzeebe import Job
+from pyzeebe.grpc_internals.zeebe_adapter import ZeebeAdapter
 
 from servicenow_emulators.table_api import Fault, ServiceNowEmulator
-from servicenow_emulators.zeebe_gateway import ZeebeGatewayEmulator
+from servicenow_emulators.zeebe_gateway import JobState, ZeebeGatewayEmulator
+from servicenow_worker.zeebe import JobPump
 
 from .conftest import JOB_TYPE, StartWorker, job_variables
 
@@ -157,4 +163,34 @@ class TestGateway:
         assert outcome.kind == "complete"
         await asyncio.wait_for(gateway.wait_until_idle(), 10)
         assert len(gateway.outcomes_of(key)) == 1
+        assert len(servicenow.records("incident")) == 1
+
+    async def test_jobs_that_arrive_after_the_stop_are_handed_back(
+        self,
+        gateway: ZeebeGatewayEmulator,
+        servicenow: ServiceNowEmulator,
+        start_worker: StartWorker,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """The stop comes while a batch of three is being taken: the first job runs to its end,
+        the other two go back to Zeebe at once with their retries and no back-off, unsent."""
+        pumps: list[JobPump] = []
+        activate_jobs = ZeebeAdapter.activate_jobs
+
+        async def stop_after_the_first_job(*args: Any, **kwargs: Any) -> AsyncIterator[Job]:
+            async for job in activate_jobs(*args, **kwargs):
+                yield job
+                pumps[0].request_stop()
+
+        monkeypatch.setattr(ZeebeAdapter, "activate_jobs", stop_after_the_first_job)
+        first, *late = gateway.create_jobs(JOB_TYPE, 3, CREATE)
+        pumps.append(await start_worker())
+
+        assert (await gateway.wait_for_outcome(first)).kind == "complete"
+        for key in late:
+            await gateway.wait_for_outcomes(key, 1)
+            assert [(o.kind, o.retries, o.retry_backoff_ms) for o in gateway.outcomes_of(key)] == [
+                ("fail", 3, 0)
+            ]
+            assert gateway.job(key).state is JobState.ACTIVATABLE
         assert len(servicenow.records("incident")) == 1

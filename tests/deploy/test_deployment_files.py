@@ -122,7 +122,7 @@ def test_a_variable_missing_from_env_example_is_caught() -> None:
     [
         # ports not given as a list (which port goes where is checked by the test below: the
         # schema takes any string as a port, since it may hold a variable)
-        ('    ports:\n      - "127.0.0.1:8089:8089"', "    ports: 8089"),
+        ('    ports:\n      - "127.0.0.1:${SERVICENOW_EMULATOR_PUBLISHED_PORT:-8089}:8089"', "    ports: 8089"),
         # a misspelt key
         ("    stop_grace_period: 40s", "    stop_grace_periode: 40s"),
         # a healthcheck interval that is not a duration string

@@ -70,6 +70,8 @@ class JobPump:
         self._in_flight: dict[int, asyncio.Task[None]] = {}
         self._slot_freed = asyncio.Event()
         self._stopping = asyncio.Event()
+        self._cancel_poll = asyncio.Event()
+        self._stop_deadline = 0.0
         self.last_gateway_contact: float | None = None
         self.gateway_failures = 0
 
@@ -77,11 +79,30 @@ class JobPump:
     def jobs_in_flight(self) -> int:
         return len(self._in_flight)
 
-    def request_stop(self) -> None:
-        """Stop taking jobs; `run` returns once the jobs in flight are reported."""
+    def request_stop(self, *, at_once: bool = False) -> None:
+        """Stop taking jobs; `run` returns once the jobs in flight are reported.
+
+        The open long-poll is left to end at the gateway (within WORKER_POLL_TIMEOUT): a call
+        cancelled just as the gateway answers would lose the jobs it carried until their timeout,
+        while jobs that arrive in an answer are handed back at once. `at_once`, or a second
+        request (a second signal), cancels the poll instead."""
         if not self._stopping.is_set():
-            log.info("worker_stopping", jobs_in_flight=self.jobs_in_flight)
+            log.info(
+                "worker_stopping",
+                jobs_in_flight=self.jobs_in_flight,
+                open_poll_ends_within_s=self._settings.poll_timeout,
+            )
             self._stopping.set()
+            self._slot_freed.set()  # the loop may be waiting for a free slot
+            # The grace period counts from the request and bounds the whole stop, poll included.
+            grace = self._settings.shutdown_grace_period
+            self._stop_deadline = time.monotonic() + grace
+            asyncio.get_running_loop().call_later(grace, self._cancel_poll.set)
+            if not at_once:
+                return
+        if not self._cancel_poll.is_set():
+            log.info("worker_stopping_now", jobs_in_flight=self.jobs_in_flight)
+            self._cancel_poll.set()
 
     async def run(self) -> None:
         """Poll and run jobs until asked to stop, then drain. Raises `DrainTimeout` if it cannot."""
@@ -96,19 +117,19 @@ class JobPump:
             if free <= 0:
                 await self._wait_for(self._slot_freed)
                 continue
-            if await self._poll_until_stopped(free):
+            if await self._poll_unless_cancelled(free):
                 backoff = GATEWAY_BACKOFF_INITIAL
             else:
                 await self._wait_for(self._stopping, at_most=backoff)
                 backoff = min(backoff * 2, GATEWAY_BACKOFF_MAX)
         await self._drain()
 
-    async def _poll_until_stopped(self, free: int) -> bool:
-        """One long-poll, cancelled if a stop is requested meanwhile. False on a gateway error."""
+    async def _poll_unless_cancelled(self, free: int) -> bool:
+        """One long-poll, cancelled only by a stop at once. False on a gateway error."""
         poll = asyncio.create_task(self._poll(free))
-        stop = asyncio.create_task(self._stopping.wait())
-        await asyncio.wait({poll, stop}, return_when=asyncio.FIRST_COMPLETED)
-        stop.cancel()
+        cancel = asyncio.create_task(self._cancel_poll.wait())
+        await asyncio.wait({poll, cancel}, return_when=asyncio.FIRST_COMPLETED)
+        cancel.cancel()
         if not poll.done():
             poll.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -243,7 +264,8 @@ class JobPump:
             log.info("worker_stopped", jobs_left=0)
             return
         log.info("worker_draining", jobs_in_flight=len(pending))
-        _, still_running = await asyncio.wait(pending, timeout=self._settings.shutdown_grace_period)
+        grace_left = max(0.0, self._stop_deadline - time.monotonic())
+        _, still_running = await asyncio.wait(pending, timeout=grace_left)
         if still_running:
             left = sorted(self._in_flight)
             log.error("worker_stopped_with_jobs_left", jobs_left=len(left), job_keys=left)

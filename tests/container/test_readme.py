@@ -73,5 +73,6 @@ async def test_the_readme_docker_commands(
         await worker.kill()
 
     assert [o.kind for o in gateway.outcomes_of(key)] == ["complete"]
-    await worker.wait_for_event("worker_draining", jobs_in_flight=1)
+    events = [event["event"] for event in worker.events]
+    assert events.index("worker_stopping") < events.index("job_completed")
     await worker.wait_for_event("worker_stopped", jobs_left=0)

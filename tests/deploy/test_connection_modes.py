@@ -52,7 +52,7 @@ async def _run_worker(servicenow: ServiceNowEmulator) -> AsyncIterator[Run]:
 
         yield run
         for pump, task in runs:
-            pump.request_stop()
+            pump.request_stop(at_once=True)
             await task
 
 

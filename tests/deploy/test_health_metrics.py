@@ -44,7 +44,7 @@ async def _worker(
             yield pump, health
         finally:
             health.draining()
-            pump.request_stop()
+            pump.request_stop(at_once=True)
             await running
             await health.stop()
 

@@ -54,7 +54,8 @@ def worker_settings(
 async def _start_worker(
     gateway: ZeebeGatewayEmulator, servicenow: ServiceNowEmulator
 ) -> AsyncIterator[StartWorker]:
-    """Start the real job loop in-process; it is stopped (and must drain) when the test ends."""
+    """Start the real job loop in-process; it is stopped (and must drain) when the test ends,
+    at once: no job can arrive in its open long-poll then."""
     async with AsyncExitStack() as stack:
         runs: list[tuple[JobPump, asyncio.Task[None]]] = []
 
@@ -66,7 +67,7 @@ async def _start_worker(
 
         yield start
         for pump, run in runs:
-            pump.request_stop()
+            pump.request_stop(at_once=True)
             await run
 
 

@@ -87,7 +87,7 @@ async def _launch(
 
         yield launch
         for pump, run in runs:
-            pump.request_stop()
+            pump.request_stop(at_once=True)
             await run
 
 

@@ -194,3 +194,32 @@ class TestGateway:
             ]
             assert gateway.job(key).state is JobState.ACTIVATABLE
         assert len(servicenow.records("incident")) == 1
+
+    async def test_a_job_created_after_the_stop_is_handed_back_not_lost(
+        self,
+        gateway: ZeebeGatewayEmulator,
+        servicenow: ServiceNowEmulator,
+        start_worker: StartWorker,
+    ) -> None:
+        """After a stop the open long-poll is left to end at the gateway, so a job it brings is
+        returned at once instead of being lost in a cancelled call until its timeout."""
+        pump = await start_worker(worker_poll_timeout=30)
+        await gateway.wait_for_long_polls(JOB_TYPE)
+        pump.request_stop()
+        key = gateway.create_job(JOB_TYPE, CREATE)
+        [outcome] = await gateway.wait_for_outcomes(key, 1)
+        assert (outcome.kind, outcome.retries, outcome.retry_backoff_ms) == ("fail", 3, 0)
+        assert gateway.job(key).state is JobState.ACTIVATABLE
+        assert servicenow.records("incident") == []
+
+    async def test_a_second_stop_cancels_the_open_poll(
+        self,
+        gateway: ZeebeGatewayEmulator,
+        start_worker: StartWorker,
+    ) -> None:
+        """A second signal means now: the worker does not wait out a long poll timeout."""
+        pump = await start_worker(worker_poll_timeout=600)
+        await gateway.wait_for_long_polls(JOB_TYPE)
+        pump.request_stop()
+        pump.request_stop()
+        await gateway.wait_until(lambda: gateway.long_polls_waiting(JOB_TYPE) == 0)

@@ -53,13 +53,16 @@ async def test_the_container_completes_a_job_and_logs_json_lines(
     gateway: ZeebeGatewayEmulator,
     servicenow: ServiceNowEmulator,
 ) -> None:
+    """A FEEL result expression too: the image must carry the package's data (its grammar)."""
     container = await start(containers, docker, image, gateway, servicenow)
-    key = gateway.create_job(JOB_TYPE, CREATE, {"resultVariable": "incident"})
+    expression = "={incident: response, number: result.number}"
+    key = gateway.create_job(JOB_TYPE, CREATE, {"resultExpression": expression})
 
     outcome = await gateway.wait_for_outcome(key, timeout=60)
     assert outcome.kind == "complete"
     [record] = servicenow.records("incident")
     assert outcome.variables["incident"]["result"]["sys_id"] == record["sys_id"]
+    assert outcome.variables["number"] == record["number"]
     completed = await container.wait_for_event("job_completed", job_key=key)
     assert await container.stop() == 0
 

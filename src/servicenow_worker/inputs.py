@@ -74,8 +74,8 @@ TABLE_PATTERN: Final = r"^([A-Za-z0-9_]{1,80}|.*\[\s*[A-Za-z0-9_]{1,80}\s*\]\s*)
 SYS_ID: Final = re.compile(r"[A-Za-z0-9._-]{1,255}")
 SYS_ID_PATTERN: Final = r"^(?!\.{1,2}$)[A-Za-z0-9._-]{1,255}$"
 INSTANCE_NAME: Final = re.compile(r"[A-Za-z0-9-]{1,63}")
-FIELD_NAME: Final = re.compile(r"[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*")
-FIELDS_PATTERN: Final = r"^\s*[A-Za-z0-9_.]+(\s*,\s*[A-Za-z0-9_.]+)*\s*$"
+FIELD_NAME: Final = re.compile(r"[A-Za-z0-9_]+(?:\.[A-Za-z0-9_]+)*")
+FIELDS_PATTERN: Final = rf"^\s*{FIELD_NAME.pattern}(\s*,\s*{FIELD_NAME.pattern})*\s*$"
 VARIABLE_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 DEFAULT_LIMIT: Final = 100
 DEFAULT_RETRY_BACKOFF: Final = timedelta(seconds=30)

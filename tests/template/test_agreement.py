@@ -168,6 +168,8 @@ SAMPLES: list[tuple[str, str, bool]] = [
     ("fields", " number , caller_id.name ", True),
     ("fields", "number;state", False),
     ("fields", "a b", False),
+    ("fields", "number..state", False),
+    ("fields", ".number", False),
     ("limit", "1", True),
     ("limit", "100", True),
     ("limit", "10000", True),
@@ -197,13 +199,6 @@ SAMPLES: list[tuple[str, str, bool]] = [
     ("idempotencyField", "a.b", False),
     ("idempotencyField", "a-b", False),
 ]
-# Where the two still differ, on purpose or not yet fixed; strict: the day they agree this fails.
-KNOWN_GAPS: dict[tuple[str, str], str] = {
-    (
-        "fields",
-        "number..state",
-    ): "inputs.FIELDS_PATTERN allows '..', the worker's FIELD_NAME does not",
-}
 # A request the worker accepts, for the operation under which each input is checked.
 BASE: dict[str, Any] = {
     "instance": "dev12345",
@@ -261,7 +256,7 @@ def _modeler_matches() -> dict[tuple[str, str], bool]:
     )
     cases = [
         (name, value, pattern)
-        for name, value in [(n, v) for n, v, _ in SAMPLES] + list(KNOWN_GAPS)
+        for name, value, _ in SAMPLES
         for pattern in template_patterns(template, name)
     ]
     matches = run_node_json(
@@ -291,14 +286,6 @@ def test_pattern_agrees_with_the_worker(
     """The Modeler accepts exactly the values the worker accepts."""
     assert worker_accepts(name, value) is accepted, "the sample is wrong about the worker"
     assert modeler_matches[name, value] is accepted
-
-
-@pytest.mark.parametrize(("name", "value"), list(KNOWN_GAPS))
-def test_known_gaps_are_still_gaps(
-    name: str, value: str, modeler_matches: dict[tuple[str, str], bool]
-) -> None:
-    """The Modeler and the worker differ on these; remove the entry once they agree."""
-    assert modeler_matches[name, value] != worker_accepts(name, value), KNOWN_GAPS[name, value]
 
 
 def test_dropdown_and_hidden_values_pass_the_worker(template: dict[str, Any]) -> None:

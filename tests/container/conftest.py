@@ -11,7 +11,7 @@ import os
 import shutil
 import subprocess
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from servicenow_emulators.table_api import ServiceNowEmulator
-from servicenow_emulators.zeebe_gateway import ZeebeGatewayEmulator
+from servicenow_emulators.zeebe_gateway import ZeebeGatewayEmulator, free_port
 
 from ..e2e.conftest import PASSWORD, USER
 from ..e2e.worker_process import WorkerProcess
@@ -205,11 +205,33 @@ class Container(WorkerProcess):
         await self.kill()
 
 
-@pytest.fixture(name="containers")
-async def _containers(docker: Docker, image: str) -> AsyncIterator[list[Container]]:
-    """The test's containers, removed when it ends however it ends."""
+StartContainer = Callable[..., Awaitable[Container]]
+
+
+@pytest.fixture(name="start_container")
+async def _start_container(
+    docker: Docker, image: str, gateway: ZeebeGatewayEmulator, servicenow: ServiceNowEmulator
+) -> AsyncIterator[StartContainer]:
+    """Start the image against both emulators (`docker run` options, then settings) and await
+    `worker_started`; the test's containers are removed when it ends, however it ends."""
     started: list[Container] = []
-    yield started
+
+    async def start(*options: str, **settings: str) -> Container:
+        container = Container(
+            docker,
+            image,
+            *options,
+            ZEEBE_ADDRESS=gateway.address,
+            SERVICENOW_URL_TEMPLATE=servicenow.base_url,
+            HEALTH_PORT=str(free_port()),
+            **{**TEST_SETTINGS, **settings},
+        )
+        started.append(container)
+        await container.start()
+        await container.wait_for_event("worker_started", timeout=60)
+        return container
+
+    yield start
     for container in started:
         await container.remove()
 

@@ -9,10 +9,10 @@ import httpx
 import pytest
 
 from servicenow_emulators.table_api import Fault, ServiceNowEmulator
-from servicenow_emulators.zeebe_gateway import JobState, ZeebeGatewayEmulator, free_port
+from servicenow_emulators.zeebe_gateway import JobState, ZeebeGatewayEmulator
 
 from ..e2e.conftest import JOB_TYPE, PASSWORD, USER, job_variables
-from .conftest import TEST_SETTINGS, Container, Docker
+from .conftest import Docker, StartContainer
 
 pytestmark = pytest.mark.container
 
@@ -22,39 +22,13 @@ LINE_FIELDS = {"timestamp", "level", "event"}
 JOB_FIELDS = {"job_key", "process_instance_key", "element_id", "operation", "table"}
 
 
-async def start(
-    containers: list[Container],
-    docker: Docker,
-    image: str,
-    gateway: ZeebeGatewayEmulator,
-    servicenow: ServiceNowEmulator,
-    *options: str,
-    **settings: str,
-) -> Container:
-    container = Container(
-        docker,
-        image,
-        *options,
-        ZEEBE_ADDRESS=gateway.address,
-        SERVICENOW_URL_TEMPLATE=servicenow.base_url,
-        HEALTH_PORT=str(free_port()),
-        **{**TEST_SETTINGS, **settings},
-    )
-    containers.append(container)
-    await container.start()
-    await container.wait_for_event("worker_started", timeout=60)
-    return container
-
-
 async def test_the_container_completes_a_job_and_logs_json_lines(
-    containers: list[Container],
-    docker: Docker,
-    image: str,
+    start_container: StartContainer,
     gateway: ZeebeGatewayEmulator,
     servicenow: ServiceNowEmulator,
 ) -> None:
     """A FEEL result expression too: the image must carry the package's data (its grammar)."""
-    container = await start(containers, docker, image, gateway, servicenow)
+    container = await start_container()
     expression = "={incident: response, number: result.number}"
     key = gateway.create_job(JOB_TYPE, CREATE, {"resultExpression": expression})
 
@@ -74,18 +48,14 @@ async def test_the_container_completes_a_job_and_logs_json_lines(
 
 
 async def test_docker_stop_finishes_the_call_in_flight_and_exits_0(
-    containers: list[Container],
-    docker: Docker,
-    image: str,
+    start_container: StartContainer,
     gateway: ZeebeGatewayEmulator,
     servicenow: ServiceNowEmulator,
 ) -> None:
     """The stop signal reaches the worker (PID 1, exec-form entrypoint): it finishes the job whose
     ServiceNow call is under way, takes no new job, and exits 0 before `docker stop` would kill."""
     servicenow.inject(Fault.delay(3, method="POST", times=1))
-    container = await start(
-        containers, docker, image, gateway, servicenow, WORKER_SHUTDOWN_GRACE_PERIOD="20"
-    )
+    container = await start_container(WORKER_SHUTDOWN_GRACE_PERIOD="20")
     in_flight = gateway.create_job(JOB_TYPE, CREATE)
     await servicenow.wait_for_requests(1)
 
@@ -96,8 +66,8 @@ async def test_docker_stop_finishes_the_call_in_flight_and_exits_0(
 
     assert [o.kind for o in gateway.outcomes_of(in_flight)] == ["complete"]
     assert len(servicenow.records("incident")) == 1
-    events = [(event["event"], event.get("job_key")) for event in container.events]
-    assert events.index(("worker_stopping", None)) < events.index(("job_completed", in_flight))
+    completed = container.position("job_completed", job_key=in_flight)
+    assert container.position("worker_stopping") < completed
     for key in late:
         # Not taken, or handed back at once: activatable again with its retries, none used.
         job = gateway.job(key)
@@ -106,22 +76,18 @@ async def test_docker_stop_finishes_the_call_in_flight_and_exits_0(
 
 
 async def test_healthcheck_follows_the_gateway(
-    containers: list[Container],
-    docker: Docker,
-    image: str,
-    gateway: ZeebeGatewayEmulator,
-    servicenow: ServiceNowEmulator,
+    start_container: StartContainer, gateway: ZeebeGatewayEmulator
 ) -> None:
     """The image's HEALTHCHECK passes while the worker is connected and fails while the gateway
     is away; /readyz says why."""
-    container = await start(containers, docker, image, gateway, servicenow)
+    container = await start_container()
     health_port = int(container.env["HEALTH_PORT"])
-    healthcheck = await docker.inspect(container.name, "{{json .Config.Healthcheck}}")
+    healthcheck = await container.docker.inspect(container.name, "{{json .Config.Healthcheck}}")
     assert healthcheck is not None, "the image has no HEALTHCHECK"
     kind, *command = healthcheck["Test"]
     check = command if kind == "CMD" else ["sh", "-c", *command]
 
-    await docker.wait_for_health(container.name, "healthy")
+    await container.docker.wait_for_health(container.name, "healthy")
     assert (await container.execute(*check))[0] == 0
 
     await gateway.stop()
@@ -139,15 +105,11 @@ async def test_healthcheck_follows_the_gateway(
 
 
 async def test_the_worker_is_pid_1_and_not_root(
-    containers: list[Container],
-    docker: Docker,
-    image: str,
-    gateway: ZeebeGatewayEmulator,
-    servicenow: ServiceNowEmulator,
+    start_container: StartContainer, docker: Docker, image: str
 ) -> None:
     """PID 1 is the worker itself (so the stop signal reaches it), running as an unprivileged
     user with a numeric id (Kubernetes' runAsNonRoot checks that)."""
-    container = await start(containers, docker, image, gateway, servicenow)
+    container = await start_container()
     _, cmdline, _ = await container.execute("cat", "/proc/1/cmdline")
     assert cmdline.split("\0")[1].endswith("/servicenow-worker")
     _, status, _ = await container.execute("cat", "/proc/1/status")
@@ -167,22 +129,14 @@ def test_a_bad_setting_stops_the_container_at_once_with_exit_2(docker: Docker, i
 
 
 async def test_secrets_mounted_as_files(
-    containers: list[Container],
-    docker: Docker,
-    image: str,
+    start_container: StartContainer,
     gateway: ZeebeGatewayEmulator,
     servicenow: ServiceNowEmulator,
     secrets_dir: Path,
 ) -> None:
     """{{secrets.NAME}} reads /run/secrets/NAME, mounted read-only as Docker and Kubernetes do."""
-    container = await start(
-        containers,
-        docker,
-        image,
-        gateway,
-        servicenow,
-        f"--volume={secrets_dir}:/run/secrets:ro",
-        SECRETS_DIR="/run/secrets",
+    container = await start_container(
+        f"--volume={secrets_dir}:/run/secrets:ro", SECRETS_DIR="/run/secrets"
     )
     auth = {"type": "basic", "username": "{{secrets.snUser}}", "password": "{{secrets.snPwd}}"}
     key = gateway.create_job(JOB_TYPE, {**CREATE, "authentication": auth})

@@ -73,6 +73,5 @@ async def test_the_readme_docker_commands(
         await worker.kill()
 
     assert [o.kind for o in gateway.outcomes_of(key)] == ["complete"]
-    events = [event["event"] for event in worker.events]
-    assert events.index("worker_stopping") < events.index("job_completed")
+    assert worker.position("worker_stopping") < worker.position("job_completed", job_key=key)
     await worker.wait_for_event("worker_stopped", jobs_left=0)

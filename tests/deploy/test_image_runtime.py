@@ -142,8 +142,7 @@ async def test_container_lifecycle(servicenow: ServiceNowEmulator) -> None:
         finally:
             await process.kill()
         assert (await gateway.wait_for_outcome(key)).kind == "complete"
-    events = [(event["event"], event.get("job_key")) for event in process.events]
-    assert events.index(("worker_stopping", None)) < events.index(("job_completed", key))
+    assert process.position("worker_stopping") < process.position("job_completed", job_key=key)
 
 
 async def test_health_port_in_use_is_a_start_up_error(servicenow: ServiceNowEmulator) -> None:

@@ -78,9 +78,8 @@ async def test_sigterm_drains_jobs_in_flight(spawn: Spawn, servicenow: ServiceNo
         assert await worker.exit_code() == 0
         outcomes = [gateway.outcomes_of(key) for key in keys]
     assert [[o.kind for o in job] for job in outcomes] == [["complete"]] * 3
-    events = [(event["event"], event.get("job_key")) for event in worker.events]
-    stopping = events.index(("worker_stopping", None))
-    assert all(stopping < events.index(("job_completed", key)) for key in keys)
+    stopping = worker.position("worker_stopping")
+    assert all(stopping < worker.position("job_completed", job_key=key) for key in keys)
 
 
 async def test_grace_period_runs_out(spawn: Spawn, servicenow: ServiceNowEmulator) -> None:

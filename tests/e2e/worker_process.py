@@ -58,20 +58,21 @@ class WorkerProcess:
         self, event: str, timeout: float = 20, **fields: Any
     ) -> dict[str, Any]:
         """The first log event named `event` whose fields include `fields`."""
-
-        def found() -> dict[str, Any] | None:
-            for entry in self.events:
-                if entry.get("event") == event and all(
-                    entry.get(k) == v for k, v in fields.items()
-                ):
-                    return entry
-            return None
-
         async with asyncio.timeout(timeout), self._changed:
-            await self._changed.wait_for(lambda: found() is not None)
-        result = found()
-        assert result is not None
-        return result
+            await self._changed.wait_for(lambda: self._find(event, fields) is not None)
+        return self.events[self.position(event, **fields)]
+
+    def position(self, event: str, **fields: Any) -> int:
+        """Where the first log event named `event` with `fields` stands in the log so far."""
+        found = self._find(event, fields)
+        assert found is not None, f"no {event} {fields} in the log"
+        return found
+
+    def _find(self, event: str, fields: dict[str, Any]) -> int | None:
+        for index, entry in enumerate(self.events):
+            if entry.get("event") == event and all(entry.get(k) == v for k, v in fields.items()):
+                return index
+        return None
 
     def send(self, signal_number: signal.Signals = signal.SIGTERM) -> None:
         assert self._process is not None

@@ -1,7 +1,7 @@
 """A ServiceNow Table API emulator: a real HTTP server on loopback for tests, benchmarks and demos.
 
-It answers `/api/now[/v1|/v2]/table/{table}[/{sys_id}]` the way a ServiceNow instance does (see
-`/work/shared/reference/servicenow-table-api.md`, part A): the JSON envelopes and exact error
+It answers `/api/now[/v1|/v2]/table/{table}[/{sys_id}]` the way a ServiceNow instance does (as ServiceNow's
+REST API reference documents it, and as seen on real instances): the JSON envelopes and exact error
 bodies, basic authentication, OAuth 2.0 (`/oauth_token.do`, bearer tokens, see `oauth`), API keys
 (`x-sn-apikey`), optionally over TLS with client certificates (`ssl_context`), string-typed
 records with `number` and `sys_*` fields, encoded

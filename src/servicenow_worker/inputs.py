@@ -1,4 +1,4 @@
-"""The job's inputs (CONTRACT §2-§3): gathered from headers and variables, then validated.
+"""The job's inputs (docs/contract.md §2-§3): gathered from headers and variables, then validated.
 
 Everything a BPMN author can get wrong is caught here, before a request is built, and reported as
 an `InputError` naming the field. The rules and patterns below are also what the element template
@@ -447,7 +447,7 @@ def _host_matches(host: str, pattern: str) -> bool:
 
 
 class OutputOptions(BaseModel):
-    """The task headers that only headers carry (CONTRACT §3)."""
+    """The task headers that only headers carry (docs/contract.md §3)."""
 
     model_config = ConfigDict(frozen=True, populate_by_name=True, extra="ignore")
 

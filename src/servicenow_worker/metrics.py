@@ -185,7 +185,7 @@ class WorkerMetrics:
 
 
 def operation_label(headers: Mapping[str, Any], variables: Mapping[str, Any]) -> str:
-    """The job's operation as CONTRACT §2 resolves it (header first, empty is absent), or `unknown`."""
+    """The job's operation as docs/contract.md §2 resolves it (header first, empty is absent), or `unknown`."""
     value = headers.get("operation") or variables.get("operation")
     if isinstance(value, str):
         lowered = value.lower()

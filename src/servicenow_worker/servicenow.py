@@ -48,7 +48,7 @@ BODY_HEADERS: Final = {"Accept": "application/json", "Content-Type": "applicatio
 
 @dataclass(frozen=True)
 class TableResponse:
-    """What ServiceNow answered, as the job's response variable shows it (CONTRACT §4)."""
+    """What ServiceNow answered, as the job's response variable shows it (docs/contract.md §4)."""
 
     status: int
     result: Any

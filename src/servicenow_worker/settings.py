@@ -24,7 +24,7 @@ class Settings(BaseSettings):
         frozen=True, extra="ignore", case_sensitive=False, env_ignore_empty=True
     )
 
-    # Zeebe connection (CONTRACT §7; Camunda's own variable names).
+    # Zeebe connection (docs/contract.md §7; Camunda's own variable names).
     zeebe_address: str = "localhost:26500"
     zeebe_client_id: str | None = Field(
         default=None, validation_alias=AliasChoices("ZEEBE_CLIENT_ID", "CAMUNDA_CLIENT_ID")
@@ -67,7 +67,7 @@ class Settings(BaseSettings):
     # Zeebe refuses commands over its maxMessageSize (4 MB by default): stay well under it.
     worker_max_result_bytes: int = Field(default=3_000_000, ge=1_000)
 
-    # ServiceNow (CONTRACT §7).
+    # ServiceNow (docs/contract.md §7).
     servicenow_allowed_hosts: Annotated[tuple[str, ...], NoDecode] = (
         "*.service-now.com",
         "*.servicenowservices.com",
@@ -84,7 +84,7 @@ class Settings(BaseSettings):
     servicenow_client_key_password: SecretStr | None = None
     servicenow_ca_bundle: Path | None = None
 
-    # Secrets (CONTRACT §5).
+    # Secrets (docs/contract.md §5).
     secrets_env_prefix: str = Field(default="SECRET_", min_length=1)
     secrets_dir: Path | None = None
 

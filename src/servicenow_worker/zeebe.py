@@ -1,7 +1,7 @@
 """The job loop on pyzeebe's gateway adapter: activate, run, report; survive the gateway; drain.
 
-pyzeebe's `ZeebeWorker` loop is not used, for reasons its 4.7.0 source shows (see
-../shared/reference/pyzeebe-notes.md): its connection-error counter never resets and ends the
+pyzeebe's `ZeebeWorker` loop is not used, for reasons its 4.7.0 source shows
+(`pyzeebe/worker/job_poller.py` and `job_executor.py`): its connection-error counter never resets and ends the
 worker silently, it sleeps a hard-coded 5 s after any gateway error and `poll_retry_delay`
 whenever every slot is busy, its default exception handler logs whole jobs (credentials
 included), and it can only fail a job with retries - 1. This loop keeps pyzeebe's channel, adapter,

@@ -13,8 +13,8 @@ Four ways to reach a gateway, combinable where it makes sense:
 OAuth is done here rather than by pyzeebe's ``create_oauth2_client_credentials_channel``: that one
 fetches tokens with requests-oauthlib inside gRPC's metadata-plugin thread, refuses ``http://`` token
 URLs (usual for a local Keycloak), and sends call credentials over secure channels only, so a
-plaintext gateway such as ``zeebe:26500`` in Docker never gets its token (shared/reference
-pyzeebe-notes §1.10). Here an async token source (httpx) feeds an ``authorization`` metadata
+plaintext gateway such as ``zeebe:26500`` in Docker never gets its token
+(`pyzeebe/channel/oauth_channel.py` in 4.7.0). Here an async token source (httpx) feeds an ``authorization`` metadata
 interceptor, one interceptor object per call kind (grpc.aio files each interceptor under one kind
 only), on TLS and plaintext channels alike. A token endpoint that cannot be reached surfaces as an
 UNAVAILABLE call and refused credentials as UNAUTHENTICATED, so the job loop logs them and backs

@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PODMAN_SOCKET = Path("/run/podman/podman.sock")
 HOW_TO_GET_AN_ENGINE = (
     "no container engine answers `docker info`: start Docker, or (no Docker) run "
-    "../shared/tools/container-engine.sh as root and export "
+    "a podman engine (as .ci/run does, see its comments) and export "
     "DOCKER_HOST=unix:///run/podman/podman.sock DOCKER_BUILDKIT=0"
 )
 # Short test timeouts; the rest is the image's own environment.

@@ -17,7 +17,7 @@ from .conftest import Docker, StartContainer
 pytestmark = pytest.mark.container
 
 CREATE = job_variables(operation="create", table="incident", payload={"short_description": "x"})
-# CONTRACT §8: every line has these; each job's lines also the job's own fields.
+# docs/contract.md §8: every line has these; each job's lines also the job's own fields.
 LINE_FIELDS = {"timestamp", "level", "event"}
 JOB_FIELDS = {"job_key", "process_instance_key", "element_id", "operation", "table"}
 

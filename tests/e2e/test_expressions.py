@@ -1,4 +1,4 @@
-"""resultExpression and errorExpression end to end (CONTRACT §3, issue #8)."""
+"""resultExpression and errorExpression end to end (docs/contract.md §3, issue #8)."""
 
 from servicenow_emulators.table_api import Fault, ServiceNowEmulator
 

@@ -1,4 +1,4 @@
-"""Failures end to end (CONTRACT §5, §6): the job's outcome, its retries and back-off, its message."""
+"""Failures end to end (docs/contract.md §5, §6): the job's outcome, its retries and back-off, its message."""
 
 from collections.abc import Callable
 from pathlib import Path

@@ -1,4 +1,4 @@
-"""Each operation end to end: job → worker → ServiceNow emulator → job outcome (CONTRACT §2, §4)."""
+"""Each operation end to end: job → worker → ServiceNow emulator → job outcome (docs/contract.md §2, §4)."""
 
 from servicenow_emulators.table_api import ServiceNowEmulator
 from servicenow_emulators.zeebe_gateway import ZeebeGatewayEmulator

@@ -1,4 +1,4 @@
-"""Validation of a job's inputs (CONTRACT §2-§3): what is accepted, and the message for what is not."""
+"""Validation of a job's inputs (docs/contract.md §2-§3): what is accepted, and the message for what is not."""
 
 from datetime import timedelta
 from typing import Any
@@ -147,7 +147,7 @@ class TestRecordRequest:
     def test_invalid_input_names_field_and_fix(
         self, changes: dict[str, Any], expected: str
     ) -> None:
-        """Each bad input of CONTRACT §6 gives a message that names the field."""
+        """Each bad input of docs/contract.md §6 gives a message that names the field."""
         assert expected in problem(**changes)
 
     def test_wildcard_host_does_not_match_bare_domain(self) -> None:

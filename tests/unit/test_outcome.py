@@ -1,4 +1,4 @@
-"""The outcome table of CONTRACT §6: which command Zeebe receives for each kind of failure."""
+"""The outcome table of docs/contract.md §6: which command Zeebe receives for each kind of failure."""
 
 from datetime import timedelta
 

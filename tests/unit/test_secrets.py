@@ -1,4 +1,4 @@
-"""`{{secrets.NAME}}` placeholders (CONTRACT §5)."""
+"""`{{secrets.NAME}}` placeholders (docs/contract.md §5)."""
 
 from pathlib import Path
 

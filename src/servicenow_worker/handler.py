@@ -73,6 +73,10 @@ class JobHandler:
                 duration_ms=_elapsed_ms(started),
             )
         except WorkerError as error:
+            # ServiceNow may echo what it was sent, secrets included: masked before errorExpression
+            # sees the error, so no outcome it builds (variables too) can carry one.
+            error.message = used.mask(error.message)
+            error.variables = used.mask_data(error.variables)
             result = outcome.for_error(
                 error,
                 job_retries=job.retries,

@@ -47,6 +47,16 @@ class ResolvedSecrets:
     def mask(self, text: str) -> str:
         return mask_values(text, self.values)
 
+    def mask_data(self, value: Any) -> Any:
+        """`value` with the secrets masked in every string it holds, keys included."""
+        if isinstance(value, str):
+            return self.mask(value)
+        if isinstance(value, dict):
+            return {self.mask_data(k): self.mask_data(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.mask_data(v) for v in value]
+        return value
+
 
 def mask_values(text: str, values: Iterable[str]) -> str:
     """`text` with each of `values` replaced by the mask."""

@@ -20,6 +20,9 @@ class WorkerProcess:
         self.env = {
             "PATH": os.environ.get("PATH", ""),
             "HOME": os.environ.get("HOME", "/"),
+            # A free health port unless the test names one: 9464 may be taken by another run.
+            "HEALTH_PORT": "0",
+            "HEALTH_HOST": "127.0.0.1",
             **settings,
         }
         self.events: list[dict[str, Any]] = []

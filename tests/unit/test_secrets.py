@@ -40,6 +40,34 @@ class TestPlaceholders:
         assert "SECRET_snPwd" in caught.value.message
         assert str(tmp_path / "snPwd") in caught.value.message
 
+    def test_missing_secret_without_directory_names_only_the_variable(self) -> None:
+        """Without SECRETS_DIR the message sends the operator to the variable, and nowhere else."""
+        with pytest.raises(InputError) as caught:
+            resolve("{{secrets.snPwd}}", SecretStore({}))
+        assert caught.value.message == (
+            "authentication refers to secret snPwd, which is missing or empty: "
+            "set the environment variable SECRET_snPwd"
+        )
+
+    def test_missing_secret_in_a_list_names_its_position(self) -> None:
+        """The field path of a placeholder inside a list says which element it is."""
+        store = SecretStore({"ok": "v"})
+        with pytest.raises(InputError) as caught:
+            resolve_placeholders(
+                {"tags": ["{{secrets.ok}}", "{{secrets.gone}}"]},
+                store,
+                ResolvedSecrets(),
+                "payload",
+            )
+        assert caught.value.field == "payload.tags[1]"
+
+    def test_file_is_read_as_utf8(self, tmp_path: Path) -> None:
+        """A secret file holds UTF-8 text, as Docker and Kubernetes write it."""
+        (tmp_path / "pw").write_bytes("pä€\n".encode())
+        value, used = resolve("{{secrets.pw}}", SecretStore({}, tmp_path))
+        assert value == "pä€"
+        assert used.values == {"pä€"}
+
     def test_empty_file_is_missing(self, tmp_path: Path) -> None:
         """A secret that is empty everywhere is missing."""
         (tmp_path / "empty").write_text("\n", encoding="utf-8")
@@ -58,3 +86,9 @@ class TestMask:
         """Every used value is masked wherever it appears, longest first."""
         used = ResolvedSecrets({'p"w\nö€', "ab", "abc"})
         assert used.mask('x p"w\nö€ abcd ab') == "x *** ***d ***"
+
+    def test_secret_inside_a_longer_one_leaves_no_character_unmasked(self) -> None:
+        """Longest first, whatever the alphabetical order: "word" must not be masked inside
+        "sword" first, which would leave the "s" of the longer secret in the text."""
+        used = ResolvedSecrets({"word", "sword"})
+        assert used.mask("sword word") == "*** ***"

@@ -75,7 +75,9 @@ async def test_tls_with_a_custom_ca(run_worker: Run, certificates: Certificates)
     async with ZeebeGatewayEmulator(
         server_certificate_chain=certificates.chain, private_key=certificates.key
     ) as gateway:
-        await run_worker(zeebe_address=gateway.address, zeebe_ca_certificate_path=certificates.ca)
+        settings = {"zeebe_address": gateway.address, "zeebe_ca_certificate_path": certificates.ca}
+        assert resolve_connection(Settings(**settings)).mode == "tls"
+        await run_worker(**settings)
         await complete_one(gateway)
 
 
@@ -162,14 +164,17 @@ async def test_oauth_over_tls(
         private_key=certificates.key,
         require_bearer_token=token_endpoint.token,
     ) as gateway:
-        await run_worker(
-            zeebe_address=gateway.address,
-            zeebe_ca_certificate_path=certificates.ca,
-            zeebe_client_id=token_endpoint.client_id,
-            zeebe_client_secret=token_endpoint.client_secret,
-            zeebe_authorization_server_url=token_endpoint.url,
-        )
+        settings = {
+            "zeebe_address": gateway.address,
+            "zeebe_ca_certificate_path": certificates.ca,
+            "zeebe_client_id": token_endpoint.client_id,
+            "zeebe_client_secret": token_endpoint.client_secret,
+            "zeebe_authorization_server_url": token_endpoint.url,
+        }
+        assert resolve_connection(Settings(**settings)).mode == "tls+oauth"
+        await run_worker(**settings)
         await complete_one(gateway)
+        assert token_endpoint.requests
 
 
 def test_saas_settings_build_camunda_clouds_address_and_token_request() -> None:

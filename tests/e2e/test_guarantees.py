@@ -222,4 +222,6 @@ class TestGateway:
         await gateway.wait_for_long_polls(JOB_TYPE)
         pump.request_stop()
         pump.request_stop()
+        # Raises if the poll is still open after the wait's few seconds (not its 600 s).
         await gateway.wait_until(lambda: gateway.long_polls_waiting(JOB_TYPE) == 0)
+        assert pump.jobs_in_flight == 0

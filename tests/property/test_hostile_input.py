@@ -5,12 +5,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
-from hypothesis import given
+from hypothesis import event, given
 from hypothesis import strategies as st
 
 from servicenow_worker.errors import InputError, ServiceNowRejected, ServiceNowUnavailable
-from servicenow_worker.inputs import INPUT_NAMES, InputRules, gather_inputs, parse_record_request
+from servicenow_worker.inputs import INPUT_NAMES, InputRules, gather_inputs
 from servicenow_worker.logs import job_secret_values, redact
+from servicenow_worker.operations import parse_inputs
 from servicenow_worker.secrets import ResolvedSecrets, SecretStore, resolve_placeholders
 from servicenow_worker.servicenow import _table_response, build_url
 
@@ -50,12 +51,52 @@ tricky_text = (
             "100",
             "-1",
             "0",
+            "number,state",
+            "caller_id.name",
+            "active=true^priority=1",
+            '{"short_description": "x"}',
+            "46d44a5e2f1f4f0f9c3e1d2a3b4c5d6e",
+            "PT5S",
         ]
     )
     | st.text()
 )
 input_values = st.one_of(json_values, tricky_text)
 inputs = st.dictionaries(st.sampled_from(INPUT_NAMES), input_values, max_size=len(INPUT_NAMES))
+# A few hostile inputs over a valid job, so that most examples get past validation and reach the
+# assertions on the URL (the statistics show the share: pytest --hypothesis-show-statistics).
+VALID = {
+    "instance": "dev1",
+    "authentication": {"username": "u", "password": "p"},
+    "table": "incident",
+    "payload": {"short_description": "x"},
+    "sysId": "46d44a5e2f1f4f0f9c3e1d2a3b4c5d6e",
+}
+# Each input replaced by another accepted value or by anything at all.
+ALTERNATIVES: dict[str, list[Any]] = {
+    "instance": ["dev1", "ACME", "https://x.service-now.com", "https://X.service-now.com:8443/"],
+    "authentication": [{"username": "u", "password": "p"}, {"type": "bearer", "token": "t"}],
+    "operation": ["create", "Read", "update", "DELETE"],
+    "table": ["incident", "Requested Item [sc_req_item]"],
+    "payload": [{"a": 1}, '{"a": "b"}', {}],
+    "query": ["active=true^priority=1", "short_descriptionLIKEa b&c"],
+    "sysId": ["abc", "a.b_c-1", "x" * 255],
+    "fields": ["number,state", ["sys_id", "caller_id.name"], " a , b "],
+    "limit": [1, 1000, "5", 7.0],
+    "offset": [0, "10", 2**31],
+    "displayValue": ["all", True, "FALSE"],
+    "excludeReferenceLink": [True, "false"],
+}
+assert set(ALTERNATIVES) == set(INPUT_NAMES)
+
+
+def _replacement(name: str) -> st.SearchStrategy[tuple[str, Any]]:
+    return st.tuples(st.just(name), st.sampled_from(ALTERNATIVES[name]) | input_values)
+
+
+some_inputs = st.lists(st.sampled_from(INPUT_NAMES).flatmap(_replacement), max_size=3).map(dict)
+# A header named authentication is refused whatever it holds (tests/unit/test_inputs.py).
+some_headers = some_inputs.map(lambda d: {k: str(v) for k, v in d.items() if k != "authentication"})
 
 
 def parse_or_refuse(headers: dict[str, Any], variables: dict[str, Any]) -> Any:
@@ -65,21 +106,29 @@ def parse_or_refuse(headers: dict[str, Any], variables: dict[str, Any]) -> Any:
         resolved = {
             k: resolve_placeholders(v, store, ResolvedSecrets(), k) for k, v in gathered.items()
         }
-        return parse_record_request(resolved, RULES)
+        # The handler's own path: the operation's family, then its model.
+        _, request = parse_inputs(resolved, RULES)
+        return request
     except InputError as error:
         assert error.message
         assert "\n" not in error.field
+        event(f"refused: {error.field.split('.')[0].split('[')[0]}")
         return None
 
 
-@given(headers=inputs.map(lambda d: {k: str(v) for k, v in d.items()}), variables=inputs)
+@given(
+    operation=st.sampled_from(["create", "read", "update", "delete", "READ"]),
+    headers=some_headers,
+    variables=some_inputs,
+)
 def test_any_input_gives_a_safe_url_or_an_input_error(
-    headers: dict[str, Any], variables: dict[str, Any]
+    operation: str, headers: dict[str, Any], variables: dict[str, Any]
 ) -> None:
     """No path outside /api/now/table/<table>[/<sys_id>], no foreign host, no CR/LF, no crash."""
-    request = parse_or_refuse(headers, variables)
+    request = parse_or_refuse(headers, {**VALID, "operation": operation, **variables})
     if request is None:
         return
+    event(f"accepted: {request.operation}")
     url = build_url(request)
     parts = urlsplit(url)
     assert parts.scheme == "https"
@@ -93,7 +142,8 @@ def test_any_input_gives_a_safe_url_or_an_input_error(
 
 @given(
     operation=st.sampled_from(["read", "update", "delete"]),
-    sys_id=st.text(min_size=1),
+    # Mostly sys_ids the worker accepts (so the path is checked), and any text.
+    sys_id=st.from_regex(r"[A-Za-z0-9._-]{1,40}", fullmatch=True) | st.text(min_size=1),
 )
 def test_sys_id_is_one_path_segment(operation: str, sys_id: str) -> None:
     """A sys_id never adds a path segment, whatever it holds (a create ignores it: below)."""
@@ -107,6 +157,7 @@ def test_sys_id_is_one_path_segment(operation: str, sys_id: str) -> None:
     }
     request = parse_or_refuse({}, variables)
     if request is not None:
+        event("accepted")
         path = urlsplit(build_url(request)).path
         assert path.count("/") == 5
         assert path.rsplit("/", 1)[1] not in {".", ".."}

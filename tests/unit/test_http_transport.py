@@ -107,31 +107,34 @@ async def test_refused_connection_is_a_connect_error() -> None:
 
 async def test_slow_answer_is_a_read_timeout(server: tuple[Server, str]) -> None:
     recorder, base = server
+    release = asyncio.Event()
 
     async def slow(request: web.Request) -> web.StreamResponse:
-        await asyncio.sleep(2)
+        await release.wait()  # answers only after the client gave up
         return web.Response()
 
     recorder.handler = slow
     async with client(read=0.2) as http:
         with pytest.raises(httpx.ReadTimeout):
             await http.get(f"{base}/x")
+    release.set()
 
 
 async def test_waiting_for_a_pooled_connection_times_out_as_never_sent(
     server: tuple[Server, str],
 ) -> None:
     recorder, base = server
-    release = asyncio.Event()
+    arrived, release = asyncio.Event(), asyncio.Event()
 
     async def held(request: web.Request) -> web.StreamResponse:
+        arrived.set()
         await release.wait()
         return web.Response()
 
     recorder.handler = held
     async with client(max_connections=1, pool=0.2, connect=0.2) as http:
         first = asyncio.create_task(http.get(f"{base}/first"))
-        await asyncio.sleep(0.1)
+        await arrived.wait()  # the one connection is taken
         with pytest.raises(httpx.ConnectTimeout):
             await http.get(f"{base}/second")
         release.set()

@@ -105,6 +105,38 @@ class TestAnswers:
             "hasMore": True,
         }
 
+    @pytest.mark.parametrize(
+        ("offset", "limit", "total", "has_more"),
+        [
+            (0, 10, "10", False),  # offset + limit = total: this page is the last
+            (0, 10, "11", True),
+            (5, 10, "15", False),
+            (5, 10, "16", True),
+            (0, 1000, "1000", False),  # the largest page the operator allows
+            (20, 10, "15", False),  # past the end
+            (0, 10, None, False),  # no X-Total-Count: only Link could say
+            (0, 10, "many", False),
+        ],
+    )
+    async def test_has_more_at_the_page_boundary(
+        self, offset: int, limit: int, total: str | None, has_more: bool
+    ) -> None:
+        """Without Link's rel="next", a next page exists when offset + limit < X-Total-Count."""
+        seen: list[str] = []
+
+        def handler(req: httpx.Request) -> httpx.Response:
+            seen.append(str(req.url))
+            headers = {"X-Total-Count": total} if total is not None else {}
+            return httpx.Response(200, json={"result": []}, headers=headers)
+
+        response = await client(handler).send(
+            request(operation="read", offset=offset, limit=limit), deadline=deadline()
+        )
+        variable = response.as_variable()
+        assert variable["hasMore"] is has_more
+        assert variable["totalCount"] == (int(total) if total and total.isdigit() else None)
+        assert f"sysparm_limit={limit}&sysparm_offset={offset}" in seen[0]
+
     async def test_hibernating_instance_is_retryable(self) -> None:
         """A 200 HTML page is not a success: the instance is asleep."""
 
@@ -231,3 +263,199 @@ class TestRetryAfter:
         assert seconds is not None
         assert 90 < seconds <= 100
         assert parse_retry_after("soon") is None
+
+
+async def failure(response: httpx.Response, operation: str = "read") -> ServiceNowUnavailable:
+    """The retryable error that one answer of ServiceNow (or what stands in its place) gives."""
+    inputs = {"operation": operation}
+    if operation != "read":
+        inputs.update(sysId="1", payload={})  # type: ignore[dict-item]
+    with pytest.raises(ServiceNowUnavailable) as caught:
+        await client(lambda _: response, attempts=1).send(request(**inputs), deadline=deadline())
+    return caught.value
+
+
+class TestAnswersThatAreNotServiceNows:
+    """What a user reads in the incident (and errorExpression in error.code/message/variables)
+    when the answer is not ServiceNow's JSON."""
+
+    @pytest.mark.parametrize("status", [300, 301, 302, 307, 399])
+    async def test_redirect(self, status: int) -> None:
+        """A redirect (a hibernating instance's login page, a wrong URL) is not followed."""
+        error = await failure(httpx.Response(status, headers={"Location": "https://login.x/"}))
+        assert (error.code, error.status) == ("INVALID_RESPONSE", status)
+        assert error.message == (
+            "ServiceNow redirected read on incident to https://login.x/: the instance may be "
+            "hibernating (wake it at developer.servicenow.com) or the URL may be wrong"
+        )
+
+    async def test_redirect_without_location(self) -> None:
+        error = await failure(httpx.Response(302))
+        assert "ServiceNow redirected read on incident to another page: " in error.message
+
+    @pytest.mark.parametrize(
+        ("content_type", "body", "said", "hint"),
+        [
+            (
+                "text/html",
+                b"<title>Instance Hibernating page</title>",
+                "text/html",
+                "the instance is hibernating: wake it at developer.servicenow.com",
+            ),
+            (
+                "text/html; charset=utf-8",
+                b"<title>Sign in</title>",
+                "text/html; charset=utf-8",
+                "a proxy or login page may stand in front of the instance",
+            ),
+            (None, b"plain", "no content type", "a proxy or login page may stand in front"),
+        ],
+    )
+    async def test_not_json(
+        self, content_type: str | None, body: bytes, said: str, hint: str
+    ) -> None:
+        """A 200 that is not JSON names what came and what it likely means."""
+        headers = {"Content-Type": content_type} if content_type else {}
+        error = await failure(httpx.Response(200, content=body, headers=headers))
+        assert (error.code, error.status) == ("INVALID_RESPONSE", 200)
+        assert error.message.startswith(
+            f"ServiceNow answered 200 with {said}, not JSON, to read on incident: {hint}"
+        )
+
+    async def test_cut_off_json(self) -> None:
+        error = await failure(
+            httpx.Response(
+                200, content=b'{"result":[{"a":', headers={"Content-Type": "application/json"}
+            )
+        )
+        assert (error.code, error.status) == ("INVALID_RESPONSE", 200)
+        assert error.message == (
+            "ServiceNow's answer to read on incident is not complete JSON (cut off, often a "
+            "transaction cancelled after 60 s: narrow the query or lower limit)"
+        )
+
+    @pytest.mark.parametrize(
+        ("body", "tail"),
+        [
+            # A result with ServiceNow's error appended: the transaction was cancelled mid-way.
+            (
+                {"result": [], "error": {"message": "Transaction cancelled"}},
+                ": Transaction cancelled",
+            ),
+            ({"records": []}, ""),
+            ({"error": {"message": "m", "detail": "d"}}, ": m - d"),
+            ([{"result": []}], ""),
+        ],
+    )
+    async def test_json_without_a_result(self, body: Any, tail: str) -> None:
+        error = await failure(httpx.Response(200, json=body))
+        assert (error.code, error.status) == ("INVALID_RESPONSE", 200)
+        assert error.message == f"ServiceNow's answer to read on incident holds no result{tail}"
+
+    async def test_empty_200_is_a_success_without_result(self) -> None:
+        response = await client(lambda _: httpx.Response(200)).send(
+            request(operation="read", sysId="1"), deadline=deadline()
+        )
+        assert (response.status, response.result) == (200, None)
+
+
+class TestErrorStatuses:
+    @pytest.mark.parametrize("status", [408, 429, 500, 501, 502, 503, 504, 599])
+    async def test_retryable(self, status: int) -> None:
+        """ServiceNow's envelope, status and the body become error.code and error.variables."""
+        envelope = {"error": {"message": "m", "detail": "d"}, "status": "failure"}
+        error = await failure(httpx.Response(status, json=envelope, headers={"Retry-After": "9"}))
+        assert (error.code, error.status, error.retry_after) == (str(status), status, 9)
+        assert error.variables == {"status": status, "body": envelope}
+        assert error.message == f"ServiceNow answered {status} to read on incident: m - d"
+
+    async def test_body_that_is_not_json_is_kept_as_text(self) -> None:
+        error = await failure(httpx.Response(502, text="<html>Bad Gateway</html>"))
+        assert error.variables == {"status": 502, "body": "<html>Bad Gateway</html>"}
+        assert error.message == "ServiceNow answered 502 to read on incident"
+
+    @pytest.mark.parametrize(
+        "envelope", [{}, {"error": "text"}, {"error": {}}, {"error": {"message": ""}}, None]
+    )
+    async def test_no_error_text_adds_nothing(self, envelope: Any) -> None:
+        error = await failure(httpx.Response(500, json=envelope))
+        assert error.message == "ServiceNow answered 500 to read on incident"
+
+    async def test_long_error_text_is_cut(self) -> None:
+        error = await failure(httpx.Response(500, json={"error": {"message": "x" * 1000}}))
+        assert error.message == "ServiceNow answered 500 to read on incident: " + "x" * 300
+
+
+class TestTransportErrors:
+    @pytest.mark.parametrize(
+        ("raised", "code", "message"),
+        [
+            (
+                httpx.ConnectError,
+                "CONNECTION_ERROR",
+                "could not connect to ServiceNow (ConnectError)",
+            ),
+            (
+                httpx.ConnectTimeout,
+                "TIMEOUT",
+                "timed out connecting to ServiceNow (ConnectTimeout)",
+            ),
+            (httpx.PoolTimeout, "TIMEOUT", "timed out connecting to ServiceNow (PoolTimeout)"),
+            (httpx.ReadTimeout, "TIMEOUT", "ServiceNow did not answer within the read timeout"),
+            (
+                httpx.RemoteProtocolError,
+                "CONNECTION_ERROR",
+                "the connection to ServiceNow broke (RemoteProtocolError)",
+            ),
+        ],
+    )
+    async def test_code_and_message(
+        self, raised: type[httpx.TransportError], code: str, message: str
+    ) -> None:
+        def handler(req: httpx.Request) -> httpx.Response:
+            raise raised("x", request=req)
+
+        with pytest.raises(ServiceNowUnavailable) as caught:
+            await client(handler, attempts=1).send(request(operation="read"), deadline=deadline())
+        assert (caught.value.code, caught.value.message) == (code, message)
+
+
+class TestRetryDecision:
+    """When the worker tries again in-process, and how long it waits (the Retry-After)."""
+
+    @staticmethod
+    def may_retry(method: str, status: int | None, retry_after: float | None) -> bool | float:
+        table_client = client(lambda _: httpx.Response(200))
+        error = ServiceNowUnavailable("x", "x", status=status, retry_after=retry_after)
+        return table_client._may_retry(method, error)
+
+    @pytest.mark.parametrize(
+        ("method", "status", "retry_after", "decision"),
+        [
+            ("GET", 503, 5.0, 5.0),  # the longest Retry-After waited for in-process
+            ("GET", 503, 5.5, False),  # longer: left to Zeebe with that back-off
+            ("GET", 503, 0.0, 0.0),
+            ("GET", 502, None, True),  # stamina's back-off
+            ("POST", 429, 2.0, 2.0),
+            ("POST", 503, 2.0, 2.0),
+            ("POST", 503, None, False),
+            ("POST", 500, 2.0, False),  # a 500 may have processed the create
+            ("POST", 504, 2.0, False),
+            ("POST", 502, None, False),
+        ],
+    )
+    def test_decision(
+        self, method: str, status: int, retry_after: float | None, decision: bool | float
+    ) -> None:
+        assert self.may_retry(method, status, retry_after) == decision
+
+    def test_a_rejection_is_never_retried(self) -> None:
+        table_client = client(lambda _: httpx.Response(200))
+        rejected = ServiceNowRejected(400, "x", variables={})
+        assert table_client._may_retry("GET", rejected) is False
+
+
+def test_retry_after_in_the_past_is_zero() -> None:
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0
+    assert parse_retry_after(" 7 ") == 7.0
+    assert parse_retry_after(None) is None

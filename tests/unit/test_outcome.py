@@ -6,6 +6,7 @@ import pytest
 
 from servicenow_worker import outcome
 from servicenow_worker.errors import (
+    ExpressionFailed,
     InputError,
     ResultTooLarge,
     ServiceNowRejected,
@@ -97,3 +98,127 @@ def test_masked_message() -> None:
     assert outcome.masked(failed, ResolvedSecrets({"hunter2"})) == outcome.Fail(
         "login *** refused", retries=0
     )
+
+
+class TestMessagesAndBackOff:
+    def test_message_at_the_limit_is_kept_whole(self) -> None:
+        """Zeebe's incident shows up to 2000 characters: a message that fits is not cut."""
+        assert fail_for(InputError("x", "y" * 1998)).message == "x " + "y" * 1998
+
+    def test_longer_message_is_cut_with_an_ellipsis(self) -> None:
+        message = fail_for(InputError("x", "y" * 5000)).message
+        assert (len(message), message[-2:]) == (2000, "y…")
+
+    def test_without_options_the_default_back_off(self) -> None:
+        """A job whose headers could not be read still backs off the default 30 s."""
+        error = ServiceNowUnavailable("503", "ServiceNow answered 503")
+        result = outcome.for_error(error, job_retries=3, options=None, retry_after_cap=3600)
+        assert result == outcome.Fail(
+            "ServiceNow answered 503 (will be retried in 30 s)",
+            retries=2,
+            backoff=timedelta(seconds=30),
+        )
+
+    def test_fractions_of_a_second_are_said(self) -> None:
+        options = parse_output_options({"retryBackoff": "PT0.5S"})
+        error = ServiceNowUnavailable("503", "busy")
+        result = outcome.for_error(error, job_retries=2, options=options, retry_after_cap=3600)
+        assert isinstance(result, outcome.Fail)
+        assert result.message == "busy (will be retried in 0.5 s)"
+
+    def test_a_job_with_no_retries_left_stays_at_zero(self) -> None:
+        result = fail_for(ServiceNowUnavailable("TIMEOUT", "timed out"), retries=0)
+        assert (result.retries, result.message) == (0, "timed out (no retries left)")
+
+    def test_retry_after_equal_to_the_back_off(self) -> None:
+        result = fail_for(ServiceNowUnavailable("429", "limited", retry_after=10))
+        assert result.backoff == timedelta(seconds=10)
+
+
+class TestResultSize:
+    OPTIONS = parse_output_options({"resultVariable": "r"})
+
+    def complete(self, response: TableResponse, max_bytes: int) -> outcome.Outcome:
+        return outcome.for_response(response, self.OPTIONS, max_bytes=max_bytes, job_retries=3)
+
+    def test_exactly_the_limit_fits(self) -> None:
+        """The variables may take exactly WORKER_MAX_RESULT_BYTES, one byte more fails."""
+        response = TableResponse(200, {"d": "x" * 500}, body_bytes=500)
+        size = len('{"r": {"status": 200, "result": {"d": "' + "x" * 500 + '"}}}')
+        assert isinstance(self.complete(response, max_bytes=size), outcome.Complete)
+        with pytest.raises(ResultTooLarge, match=f"the response is {size} bytes"):
+            self.complete(response, max_bytes=size - 1)
+
+    def test_measured_when_the_body_could_reach_the_limit(self) -> None:
+        """Escaping can make the variables six times the body: at body * 6 = limit, measure."""
+        response = TableResponse(200, {"d": "\u0001" * 100}, body_bytes=100)
+        with pytest.raises(ResultTooLarge):
+            self.complete(response, max_bytes=600)
+
+
+class TestExpressions:
+    def test_error_expression_sees_the_error_and_the_job(self) -> None:
+        """error.code, .message, .type, .variables and job.retries, as docs/contract.md §3 says."""
+        options = parse_output_options(
+            {
+                "errorExpression": '=bpmnError(error.code, error.type + ": " + error.message, '
+                "{v: error.variables, left: job.retries})"
+            }
+        )
+        error = ServiceNowRejected(404, "not there", variables={"status": 404})
+        result = outcome.for_error(error, job_retries=2, options=options, retry_after_cap=3600)
+        assert result == outcome.ThrowError(
+            "404", "ServiceNowRejected: not there", {"v": {"status": 404}, "left": 2}
+        )
+
+    def test_error_expression_on_success_sees_the_response(self) -> None:
+        options = parse_output_options(
+            {
+                "errorExpression": '=if count(result) = 0 then bpmnError("EMPTY", "none", '
+                "{s: response.status, left: job.retries, e: error}) else null"
+            }
+        )
+        result = outcome.for_response(
+            TableResponse(200, [], is_list=True), options, max_bytes=10**6, job_retries=4
+        )
+        assert result == outcome.ThrowError("EMPTY", "none", {"s": 200, "left": 4, "e": None})
+
+    def test_job_error_and_ignore_error(self) -> None:
+        error = ServiceNowUnavailable("503", "busy")
+        job_error = parse_output_options(
+            {"errorExpression": '=jobError("later", {a: 1}, 7, @"PT2M")'}
+        )
+        assert outcome.for_error(
+            error, job_retries=3, options=job_error, retry_after_cap=3600
+        ) == outcome.Fail("later", retries=7, backoff=timedelta(minutes=2), variables={"a": 1})
+        ignore = parse_output_options({"errorExpression": "=ignoreError({a: error.code})"})
+        assert outcome.for_error(
+            error, job_retries=3, options=ignore, retry_after_cap=3600
+        ) == outcome.Complete({"a": "503"})
+
+    def test_error_expression_that_fails_raises_an_incident(self) -> None:
+        options = parse_output_options({"errorExpression": '=jobError("x", {}, "many")'})
+        result = outcome.for_error(
+            ServiceNowUnavailable("503", "busy"), job_retries=3, options=options, retry_after_cap=1
+        )
+        assert isinstance(result, outcome.Fail)
+        assert result.retries == 0
+        assert result.message.startswith("errorExpression failed: ")
+
+    @pytest.mark.parametrize(
+        ("expression", "got"), [("=[1]", "got list: =[1]"), ("=null", "got null: =null")]
+    )
+    def test_result_expression_must_give_a_context(self, expression: str, got: str) -> None:
+        options = parse_output_options({"resultExpression": expression})
+        with pytest.raises(ExpressionFailed) as caught:
+            outcome.for_response(TableResponse(200, {}), options, max_bytes=10**6, job_retries=3)
+        assert caught.value.message == (
+            "resultExpression must give a context such as {number: result.number}, " + got
+        )
+
+
+def test_masking_leaves_a_completion_and_a_job_without_secrets_alone() -> None:
+    complete = outcome.Complete({"note": "hunter2"})
+    assert outcome.masked(complete, ResolvedSecrets({"hunter2"})) is complete
+    failed = outcome.Fail("hunter2", retries=0)
+    assert outcome.masked(failed, ResolvedSecrets()) is failed

@@ -1,13 +1,15 @@
 """The Table API client over httpx's mock transport: URLs, answers and in-process retries."""
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
+from structlog.testing import capture_logs
 
-from servicenow_worker.errors import ServiceNowRejected, ServiceNowUnavailable
+from servicenow_worker.errors import InputError, ServiceNowRejected, ServiceNowUnavailable
 from servicenow_worker.inputs import InputRules, RecordRequest, parse_record_request
 from servicenow_worker.servicenow import (
     RetryPolicy,
@@ -459,3 +461,167 @@ def test_retry_after_in_the_past_is_zero() -> None:
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0
     assert parse_retry_after(" 7 ") == 7.0
     assert parse_retry_after(None) is None
+
+
+class TestWhatIsSent:
+    async def test_content_type_only_with_a_body(self) -> None:
+        """A read or delete says what it accepts; a create or update also what it sends."""
+        seen: list[httpx.Request] = []
+
+        def handler(req: httpx.Request) -> httpx.Response:
+            seen.append(req)
+            return httpx.Response(200, json={"result": {}})
+
+        for operation in ("read", "delete", "create", "update"):
+            inputs: dict[str, Any] = {"payload": {"a": 1}}
+            if operation != "create":
+                inputs["sysId"] = "1"
+            await client(handler).send(request(operation=operation, **inputs), deadline=deadline())
+        assert [(r.headers["Accept"], r.headers.get("Content-Type")) for r in seen] == [
+            ("application/json", None),
+            ("application/json", None),
+            ("application/json", "application/json"),
+            ("application/json", "application/json"),
+        ]
+
+    async def test_payload_is_utf8_json(self) -> None:
+        """Non-ASCII text goes as UTF-8, not as \\u escapes (which would count six times toward
+        ServiceNow's 10 MB limit)."""
+        bodies: list[bytes] = []
+
+        def handler(req: httpx.Request) -> httpx.Response:
+            bodies.append(req.content)
+            return httpx.Response(201, json={"result": {}})
+
+        await client(handler).send(
+            request(operation="create", payload={"d": "Grüße €"}), deadline=deadline()
+        )
+        assert bodies == ['{"d": "Grüße €"}'.encode()]
+
+    async def test_payload_up_to_ten_megabytes(self) -> None:
+        """ServiceNow takes 10 MB of JSON in one request: exactly that is sent, one byte more is
+        refused before sending, naming the size."""
+        sent: list[int] = []
+
+        def handler(req: httpx.Request) -> httpx.Response:
+            sent.append(len(req.content))
+            return httpx.Response(201, json={"result": {}})
+
+        limit = 10 * 1024 * 1024
+        fits = {"a": "x" * (limit - len('{"a": ""}'))}
+        await client(handler).send(request(operation="create", payload=fits), deadline=deadline())
+        assert sent == [limit]
+        with pytest.raises(InputError) as caught:
+            await client(handler).send(
+                request(operation="create", payload={"a": fits["a"] + "x"}), deadline=deadline()
+            )
+        assert (caught.value.field, caught.value.message) == (
+            "payload",
+            f"payload is {limit + 1} bytes of JSON; ServiceNow accepts at most {limit} bytes "
+            "(10 MB) in one request: split the data or attach large content as a file",
+        )
+        assert sent == [limit]
+
+    async def test_oauth_token_requested_with_the_clients_own_http(self) -> None:
+        """Without an authenticator passed in, the client requests OAuth tokens itself and sends
+        the token on the call."""
+        calls: list[tuple[str, str | None]] = []
+
+        def handler(req: httpx.Request) -> httpx.Response:
+            calls.append((req.url.path, req.headers.get("Authorization")))
+            if req.url.path == "/oauth_token.do":
+                return httpx.Response(
+                    200, json={"access_token": "tok", "expires_in": 1800, "token_type": "Bearer"}
+                )
+            return httpx.Response(200, json={"result": {}})
+
+        oauth = {"type": "oauth-client-credentials", "clientId": "c", "clientSecret": "s"}
+        await client(handler).send(
+            request(operation="read", sysId="1", authentication=oauth), deadline=deadline()
+        )
+        assert calls[-1] == ("/api/now/table/incident/1", "Bearer tok")
+        assert calls[0][0] == "/oauth_token.do"
+
+
+class TestLostAnswers:
+    """Only a delete whose earlier attempt lost its answer turns a 404 into done."""
+
+    @staticmethod
+    def answers(*steps: httpx.Response | type[httpx.TransportError]) -> Any:
+        queue = list(steps)
+
+        def handler(req: httpx.Request) -> httpx.Response:
+            step = queue.pop(0)
+            if isinstance(step, httpx.Response):
+                return step
+            raise step("lost", request=req)
+
+        return handler
+
+    async def test_delete_found_gone_after_a_lost_answer_is_done(self) -> None:
+        handler = self.answers(httpx.RemoteProtocolError, httpx.Response(404, json={}))
+        with capture_logs() as logs:
+            response = await client(handler).send(
+                request(operation="delete", sysId="1"), deadline=deadline()
+            )
+        assert (response.status, response.result) == (204, None)
+        assert {"event": "delete_already_done", "table": "incident", "log_level": "info"} in logs
+
+    async def test_delete_of_a_missing_record_is_a_404(self) -> None:
+        handler = self.answers(httpx.Response(404, json={}))
+        with pytest.raises(ServiceNowRejected) as caught:
+            await client(handler).send(request(operation="delete", sysId="1"), deadline=deadline())
+        assert caught.value.status == 404
+
+    async def test_delete_refused_after_a_lost_answer_stays_refused(self) -> None:
+        handler = self.answers(httpx.RemoteProtocolError, httpx.Response(403, json={}))
+        with pytest.raises(ServiceNowRejected) as caught:
+            await client(handler).send(request(operation="delete", sysId="1"), deadline=deadline())
+        assert caught.value.status == 403
+
+    async def test_read_not_found_after_a_lost_answer_is_a_404(self) -> None:
+        handler = self.answers(httpx.RemoteProtocolError, httpx.Response(404, json={}))
+        with pytest.raises(ServiceNowRejected):
+            await client(handler).send(request(operation="read", sysId="1"), deadline=deadline())
+
+    async def test_never_sent_then_404_is_a_404(self) -> None:
+        """A refused connection lost no answer: the delete never happened, the 404 stands."""
+        handler = self.answers(httpx.ConnectError, httpx.Response(404, json={}))
+        with pytest.raises(ServiceNowRejected):
+            await client(handler).send(request(operation="delete", sysId="1"), deadline=deadline())
+
+
+class TestDeadline:
+    """No in-process retry starts that could end after the job's deadline (docs/contract.md §6)."""
+
+    @staticmethod
+    async def calls_until(seconds_left: float, slow: float = 0.0) -> int:
+        calls: list[int] = []
+
+        async def handler(_: httpx.Request) -> httpx.Response:
+            calls.append(1)
+            if slow:
+                await asyncio.sleep(slow)  # the answer takes this long
+            return httpx.Response(503)
+
+        table_client = TableClient(
+            httpx.AsyncClient(transport=httpx.MockTransport(handler)),
+            retry=RetryPolicy(attempts=3, wait_initial=0.001, wait_max=5.0),
+            attempt_timeout=1.0,
+        )
+        with pytest.raises(ServiceNowUnavailable):
+            await table_client.send(
+                request(operation="read", sysId="1"), deadline=time.monotonic() + seconds_left
+            )
+        return len(calls)
+
+    async def test_one_attempt_when_a_retry_could_not_finish_in_time(self) -> None:
+        """Left: one attempt (1 s) and the longest wait (5 s) do not fit in 5.5 s."""
+        assert await self.calls_until(5.5) == 1
+
+    async def test_retries_when_they_fit(self) -> None:
+        assert await self.calls_until(6.5) == 3
+
+    async def test_retries_stop_when_the_budget_is_spent(self) -> None:
+        """0.3 s of budget and answers that take 0.4 s: no second attempt."""
+        assert await self.calls_until(6.3, slow=0.4) == 1

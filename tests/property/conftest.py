@@ -1,4 +1,7 @@
-"""One fixed Hypothesis profile: the same examples on every run, in CI and here."""
+"""One fixed Hypothesis profile: the same examples on every run, in CI and here; a smaller one
+for mutation runs (scripts/mutation.py), where each surviving mutant runs these tests again."""
+
+import os
 
 from hypothesis import HealthCheck, settings
 
@@ -9,4 +12,5 @@ settings.register_profile(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
-settings.load_profile("fixed")
+settings.register_profile("mutation", settings.get_profile("fixed"), max_examples=50)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "fixed"))

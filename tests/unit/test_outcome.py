@@ -222,3 +222,33 @@ def test_masking_leaves_a_completion_and_a_job_without_secrets_alone() -> None:
     assert outcome.masked(complete, ResolvedSecrets({"hunter2"})) is complete
     failed = outcome.Fail("hunter2", retries=0)
     assert outcome.masked(failed, ResolvedSecrets()) is failed
+
+
+def test_error_expression_returning_null_on_success_completes() -> None:
+    options = parse_output_options(
+        {"resultVariable": "r", "errorExpression": '=if status = 404 then bpmnError("X") else null'}
+    )
+    result = outcome.for_response(TableResponse(200, {}), options, max_bytes=10**6, job_retries=3)
+    assert result == outcome.Complete({"r": {"status": 200, "result": {}}})
+
+
+def test_result_too_large_says_what_to_do() -> None:
+    options = parse_output_options({"resultVariable": "r"})
+    response = TableResponse(200, {"d": "x" * 2000}, body_bytes=2000)
+    with pytest.raises(ResultTooLarge) as caught:
+        outcome.for_response(response, options, max_bytes=1000, job_retries=3)
+    assert caught.value.message.endswith(
+        "more than Zeebe takes (1000, setting WORKER_MAX_RESULT_BYTES): ask for fewer records "
+        "(limit) or fewer fields (fields)"
+    )
+
+
+def test_result_expression_that_fails() -> None:
+    options = parse_output_options(
+        {"resultExpression": "={a: for i in 1..status * 10000 return i}"}
+    )
+    with pytest.raises(ExpressionFailed) as caught:
+        outcome.for_response(TableResponse(200, {}), options, max_bytes=10**6, job_retries=3)
+    assert caught.value.message.startswith(
+        "resultExpression failed: the range 1..2000000 is longer"
+    )

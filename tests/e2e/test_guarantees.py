@@ -93,8 +93,9 @@ class TestExactlyOnceCreate:
         key = gateway.create_job(JOB_TYPE, variables, DEDUPLICATED)
         outcome = await gateway.wait_for_outcome(key)
         assert (outcome.kind, outcome.retries) == ("fail", 0)
-        assert outcome.error_message.startswith(
-            "idempotencyField names correlation_id, which table sys_user does not have"
+        assert outcome.error_message == (
+            "idempotencyField names correlation_id, which table sys_user does not have "
+            "(ServiceNow ignored the lookup): name a field of this table such as correlation_id"
         )
         assert all(r.method == "GET" for r in servicenow.requests)
 

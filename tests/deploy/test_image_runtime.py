@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from servicenow_emulators.table_api import Fault, ServiceNowEmulator
-from servicenow_emulators.zeebe_gateway import ZeebeGatewayEmulator, free_port
+from servicenow_emulators.zeebe_gateway import ZeebeGatewayEmulator
 
 from ..e2e.conftest import JOB_TYPE, PASSWORD, USER, job_variables
 from ..e2e.worker_process import CONSOLE_SCRIPT, WorkerProcess
@@ -105,12 +105,12 @@ def worker(zeebe_address: str, servicenow: ServiceNowEmulator, **settings: str) 
 async def test_container_lifecycle(servicenow: ServiceNowEmulator) -> None:
     """Healthy once the gateway answers, unhealthy while it is gone, counters move with the jobs,
     reconnects counted, and the stop signal drains the job in flight before exit 0."""
-    port = free_port()
     async with ZeebeGatewayEmulator() as gateway:
-        process = await worker(gateway.address, servicenow, HEALTH_PORT=str(port)).start()
+        # Port 0: the system picks a free one, and the log says which (no race for a port).
+        process = await worker(gateway.address, servicenow, HEALTH_PORT="0").start()
         try:
-            started = await process.wait_for_event("health_server_started")
-            assert started["port"] == port
+            port = (await process.wait_for_event("health_server_started"))["port"]
+            assert port > 0
             await gateway.wait_until(lambda: len(gateway.activate_requests) >= 2)
             assert healthcheck(port).returncode == 0
             before = await scrape(port)
@@ -147,7 +147,7 @@ async def test_container_lifecycle(servicenow: ServiceNowEmulator) -> None:
 
 async def test_health_port_in_use_is_a_start_up_error(servicenow: ServiceNowEmulator) -> None:
     async with ZeebeGatewayEmulator() as gateway:
-        first = await worker(gateway.address, servicenow, HEALTH_PORT=str(free_port())).start()
+        first = await worker(gateway.address, servicenow, HEALTH_PORT="0").start()
         try:
             port = (await first.wait_for_event("health_server_started"))["port"]
             second = await worker(gateway.address, servicenow, HEALTH_PORT=str(port)).start()

@@ -116,7 +116,7 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=1, help="mutants tested at once")
     parser.add_argument("--fresh", action="store_true", help="forget earlier results")
     parser.add_argument("--results", action="store_true", help="only list surviving mutants")
-    args = parser.parse_args()
+    args = parser.parse_intermixed_args()
     where = prepare(args.module)
     if args.fresh:
         shutil.rmtree(where / "mutants", ignore_errors=True)

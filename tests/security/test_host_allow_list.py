@@ -64,6 +64,10 @@ REFUSED = [
     "https://acme.service-now.com/api/now/table/incident",
     "https://acme.service-now.com/?x=1",
     "acme.service-now.com",
+    "https://",
+    "https://:443",
+    "https://acme.service-now.com#x",
+    "https://\u00e1cme.service-now.com",  # non-ASCII under the allowed domain: give its punycode
 ]
 
 
@@ -82,6 +86,8 @@ def test_refused(instance: str) -> None:
         ("https://acme.service-now.com/", "https://acme.service-now.com"),
         ("  https://ACME.Service-Now.COM  ", "https://acme.service-now.com"),
         ("https://a.b.service-now.com", "https://a.b.service-now.com"),
+        ("https://a.service-now.com", "https://a.service-now.com"),  # the shortest sub-domain
+        ("https://xn--cme-2la.service-now.com", "https://xn--cme-2la.service-now.com"),
         ("https://acme.service-now.com:8443", "https://acme.service-now.com:8443"),
         ("https://snow.acme.example", "https://snow.acme.example"),
         ("https://SNOW.acme.example:443", "https://snow.acme.example:443"),

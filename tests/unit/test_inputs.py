@@ -136,6 +136,8 @@ class TestRecordRequest:
         assert parse_record_request(without, rules).base_url == "http://127.0.0.1:8089"
         with_instance = {**BASE, "instance": "dev1"}
         assert parse_record_request(with_instance, rules).base_url == "http://127.0.0.1:8089"
+        with_url = {**BASE, "instance": "https://acme.service-now.com"}
+        assert parse_record_request(with_url, rules).base_url == "http://127.0.0.1:8089"
 
     @pytest.mark.parametrize(
         ("changes", "expected"),
@@ -208,3 +210,91 @@ class TestOutputOptions:
         """A malformed header fails the job with a message naming it."""
         with pytest.raises(InputError, match=expected):
             parse_output_options(headers)
+
+
+class TestBoundariesAndMessages:
+    """The edges of each rule, and the exact message a BPMN author reads."""
+
+    @pytest.mark.parametrize(
+        ("limit", "expected"), [(1, 1), (1000, 1000), ("1000", 1000), (7.0, 7)]
+    )
+    def test_limit_from_one_to_the_operators_maximum(self, limit: Any, expected: int) -> None:
+        assert parse(operation="read", limit=limit).limit == expected
+
+    @pytest.mark.parametrize("limit", [[5], "abc", 7.5, "1e3"])
+    def test_limit_that_is_not_an_integer(self, limit: Any) -> None:
+        assert problem(operation="read", limit=limit) == (
+            f"limit must be an integer from 1 to 1000 (got {limit!r})"
+        )
+
+    @pytest.mark.parametrize(("offset", "expected"), [(0, 0), ("0", 0), (1, 1)])
+    def test_offset_from_zero(self, offset: Any, expected: int) -> None:
+        assert parse(operation="read", offset=offset).offset == expected
+
+    @pytest.mark.parametrize(
+        ("text", "expected"), [("false", False), ("TRUE", True), (False, False)]
+    )
+    def test_exclude_reference_link_as_text(self, text: Any, expected: bool) -> None:
+        assert parse(excludeReferenceLink=text).exclude_reference_link is expected
+
+    def test_fields_as_a_list(self) -> None:
+        assert parse(fields=["number", " state "]).fields == ("number", "state")
+
+    @pytest.mark.parametrize("fields", [5, {"a": 1}, ["a", 5]])
+    def test_fields_of_another_type(self, fields: Any) -> None:
+        assert problem(fields=fields) == (
+            "fields must be a comma-separated list of field names, e.g. number,state"
+        )
+
+    def test_query_of_another_type(self) -> None:
+        assert problem(operation="read", query=5) == (
+            "query must be an encoded query string such as active=true^priority=1"
+        )
+
+    @pytest.mark.parametrize("sys_id", [".", ".."])
+    def test_sys_id_that_is_a_path_step(self, sys_id: str) -> None:
+        """'.' and '..' would name the table or the API, not a record."""
+        assert problem(operation="read", sysId=sys_id).startswith("sysId must be a record's sys_id")
+
+    def test_instance_required_names_both_forms(self) -> None:
+        assert problem(instance=None) == (
+            "instance is required: the instance name (dev12345) or its URL "
+            "(https://acme.service-now.com)"
+        )
+
+    def test_host_not_allowed_names_the_setting(self) -> None:
+        assert problem(instance="https://evil.example") == (
+            "instance names host evil.example, which is not allowed; the operator allows "
+            "*.service-now.com, snow.acme.example (setting SERVICENOW_ALLOWED_HOSTS)"
+        )
+
+    @pytest.mark.parametrize(
+        ("authentication", "expected"),
+        [
+            (
+                {"username": "u", "password": 5},
+                "authentication.password is invalid: Input should be a valid string",
+            ),
+            (
+                {"username": "u", "password": "p", "scope": "x"},
+                "authentication.scope is not used by authentication type basic (check type)",
+            ),
+            (
+                {"type": "api-key", "apiKey": "two words"},
+                "authentication.apiKey must be the key alone: printable characters without spaces",
+            ),
+            (
+                {"type": "bearer", "token": 5},
+                "authentication.token must be the token alone (a 'Bearer ' prefix is allowed): "
+                "printable characters without spaces",
+            ),
+        ],
+    )
+    def test_authentication_messages(self, authentication: dict[str, Any], expected: str) -> None:
+        """Which field is wrong, never its value (it is a credential)."""
+        assert problem(authentication=authentication) == expected
+
+    @pytest.mark.parametrize(("token", "sent"), [("Bearer abc", "abc"), (" abc ", "abc")])
+    def test_bearer_token_forms(self, token: str, sent: str) -> None:
+        request = parse(authentication={"type": "bearer", "token": token})
+        assert request.authentication.token.get_secret_value() == sent

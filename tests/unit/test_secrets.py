@@ -92,3 +92,10 @@ class TestMask:
         "sword" first, which would leave the "s" of the longer secret in the text."""
         used = ResolvedSecrets({"word", "sword"})
         assert used.mask("sword word") == "*** ***"
+
+
+def test_mask_data_keeps_the_shape_and_masks_every_string() -> None:
+    """Failure variables keep what they held; only the secret values turn into the mask."""
+    used = ResolvedSecrets({"s3cr3t"})
+    data = {"said": ["x s3cr3t", 1, {"s3cr3t": "k"}], "none": None, "n": 2.5}
+    assert used.mask_data(data) == {"said": ["x ***", 1, {"***": "k"}], "none": None, "n": 2.5}

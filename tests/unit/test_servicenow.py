@@ -129,6 +129,7 @@ class TestAnswers:
         def handler(req: httpx.Request) -> httpx.Response:
             seen.append(str(req.url))
             headers = {"X-Total-Count": total} if total is not None else {}
+            headers["Link"] = '<https://x/?sysparm_offset=0>;rel="first"'
             return httpx.Response(200, json={"result": []}, headers=headers)
 
         response = await client(handler).send(
@@ -138,6 +139,37 @@ class TestAnswers:
         assert variable["hasMore"] is has_more
         assert variable["totalCount"] == (int(total) if total and total.isdigit() else None)
         assert f"sysparm_limit={limit}&sysparm_offset={offset}" in seen[0]
+
+    async def test_link_next_says_more_without_a_total(self) -> None:
+        """ServiceNow's Link rel="next" is enough (ACLs can make a page short, totals absent)."""
+        link = '<https://x/?sysparm_offset=10>;rel="next",<https://x/?sysparm_offset=0>;rel="first"'
+        response = await client(
+            lambda _: httpx.Response(200, json={"result": []}, headers={"Link": link})
+        ).send(request(operation="read", limit=10), deadline=deadline())
+        assert (response.has_more, response.total_count) == (True, None)
+
+    @pytest.mark.parametrize(
+        ("operation", "inputs"),
+        [
+            ("create", {"payload": {}}),
+            ("read", {"sysId": "1"}),
+            ("update", {"sysId": "1", "payload": {}}),
+        ],
+    )
+    async def test_one_record_is_not_a_list(self, operation: str, inputs: dict[str, Any]) -> None:
+        """A create, update or read by sysId gives the record: no count, totalCount or hasMore;
+        its size is the body's (the result-size check relies on it)."""
+        body = b'{"result": {"sys_id": "1", "number": "INC1"}}'
+        response = await client(
+            lambda _: httpx.Response(
+                200, content=body, headers={"Content-Type": "application/json"}
+            )
+        ).send(request(operation=operation, **inputs), deadline=deadline())
+        assert response.as_variable() == {
+            "status": 200,
+            "result": {"sys_id": "1", "number": "INC1"},
+        }
+        assert response.body_bytes == len(body)
 
     async def test_hibernating_instance_is_retryable(self) -> None:
         """A 200 HTML page is not a success: the instance is asleep."""

@@ -700,6 +700,17 @@ class TestPagination:
         hidden = await client.get(f"{INCIDENTS}/{ids[2]}")
         assert hidden.json() == NOT_FOUND
 
+    async def test_a_page_can_be_empty_in_the_middle(
+        self, emulator: ServiceNowEmulator, client: httpx.AsyncClient
+    ) -> None:
+        """A page whose every row is hidden comes back empty, and Link still says next."""
+        ids = [emulator.insert("incident", {})["sys_id"] for _ in range(25)]
+        emulator.hidden_sys_ids.update(ids[10:20])
+        page = await client.get(INCIDENTS, params={"sysparm_limit": "10", "sysparm_offset": "10"})
+        assert page.json() == {"result": []}
+        assert page.headers["X-Total-Count"] == "25"
+        assert parse_link(page.headers["Link"])["next"] == 20
+
 
 class TestDisplayValues:
     @pytest.fixture

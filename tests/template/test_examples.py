@@ -5,7 +5,7 @@ The dry run walks each process along its sequence flows. A task's input mappings
 Zeebe would: a static source is a string, an `=` source is FEEL, evaluated with the worker's own
 FEEL evaluator against the process variables so far (the documented start variables, then what the
 tasks before it produced with a representative ServiceNow answer). Secrets resolve from dummy
-values. The inputs then go through `gather_inputs`, `parse_record_request` and
+values. The inputs then go through `gather_inputs`, the operation's model (`parse_inputs`) and
 `parse_output_options`; the answer through `outcome.for_response`, as in the worker.
 """
 
@@ -21,13 +21,15 @@ import pytest
 from servicenow_worker import feel, outcome
 from servicenow_worker.errors import ServiceNowRejected
 from servicenow_worker.inputs import (
+    DestinationInputs,
     InputRules,
     Operation,
-    RecordRequest,
     gather_inputs,
     parse_output_options,
-    parse_record_request,
 )
+from servicenow_worker.operations import Answer, parse_inputs
+from servicenow_worker.operations.aggregate import AggregateRequest, AggregateResponse
+from servicenow_worker.operations.batch import BatchRequest, BatchResponse
 from servicenow_worker.secrets import (
     PLACEHOLDER,
     ResolvedSecrets,
@@ -48,6 +50,7 @@ ZEEBE = "{http://camunda.org/schema/zeebe/1.0}"
 START_VARIABLES: dict[str, dict[str, Any]] = {
     "servicenow-round-trip": {"employeeName": "Abel Tuter"},
     "servicenow-open-incidents": {},
+    "servicenow-p1-by-group": {},
 }
 RULES = InputRules(
     url_template="https://{instance}.service-now.com",
@@ -233,7 +236,7 @@ def constraint_problem(prop: dict[str, Any], value: str | None) -> str | None:
 # --- the dry run through the worker's validation -----------------------------------------------
 
 
-def dry_run(path: Path) -> Iterator[tuple[Task, RecordRequest, dict[str, Any]]]:
+def dry_run(path: Path) -> Iterator[tuple[Task, Any, dict[str, Any]]]:
     """Each task's validated request and the process variables after it, in flow order."""
     process, tasks = read_process(path)
     scope: dict[str, Any] = dict(START_VARIABLES[process])
@@ -243,7 +246,7 @@ def dry_run(path: Path) -> Iterator[tuple[Task, RecordRequest, dict[str, Any]]]:
         store = SecretStore(environment=dummy_secrets(task))
         used = ResolvedSecrets()
         resolved = {n: resolve_placeholders(v, store, used, n) for n, v in gathered.items()}
-        request = parse_record_request(resolved, RULES)
+        _, request = parse_inputs(resolved, RULES)
         options = parse_output_options(task.headers)
         answer = representative_answer(request)
         done = outcome.for_response(answer, options, max_bytes=3_000_000, job_retries=3)
@@ -277,8 +280,15 @@ def dummy_secrets(task: Task) -> dict[str, str]:
     return {name: f"dummy-{name}" for name in PLACEHOLDER.findall(text)}
 
 
-def representative_answer(request: RecordRequest) -> TableResponse:
+def representative_answer(request: DestinationInputs) -> Answer:
     record = {"sys_id": SYS_ID, "number": "RITM0010001", "state": "1", "short_description": "x"}
+    if isinstance(request, AggregateRequest):
+        group = {"stats": {"count": "2"}, "groupby_fields": [{"field": "x", "value": "Network"}]}
+        grouped = bool(request.group_by)
+        result = [group] if grouped else {"stats": {"count": "2"}}
+        return AggregateResponse(status=200, result=result, grouped=grouped, body_bytes=100)
+    if isinstance(request, BatchRequest):
+        return BatchResponse(results=[{"status": 200, "result": record}], body_bytes=100)
     match request.operation:
         case Operation.CREATE:
             return TableResponse(status=201, result=record)
@@ -305,7 +315,12 @@ def test_round_trip_reads_updates_and_deletes_what_it_created() -> None:
     runs = {
         task.id: request for task, request, _ in dry_run(EXAMPLES / "servicenow-round-trip.bpmn")
     }
-    assert [r.operation for r in runs.values()] == list(Operation)
+    assert [r.operation for r in runs.values()] == [
+        Operation.CREATE,
+        Operation.READ,
+        Operation.UPDATE,
+        Operation.DELETE,
+    ]
     assert {r.sys_id for r in runs.values() if r.operation is not Operation.CREATE} == {SYS_ID}
     assert runs["CreateRequestedItem"].table == "sc_req_item"
 

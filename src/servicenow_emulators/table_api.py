@@ -509,9 +509,11 @@ class ServiceNowEmulator:
         """Forget every queued fault."""
         self.faults.clear()
 
-    def _take_fault(self, method: str, table: str | None, path: str) -> Fault | None:
+    def _take_fault(
+        self, method: str, table: str | None, path: str, query: Mapping[str, str]
+    ) -> Fault | None:
         for fault in self.faults:
-            if not fault.exhausted and fault.matches(method, table, path):
+            if not fault.exhausted and fault.matches(method, table, path, query):
                 fault.hits += 1
                 if fault.exhausted:
                     self.faults.remove(fault)
@@ -611,7 +613,7 @@ class ServiceNowEmulator:
 
         if self.latency > 0:
             await asyncio.sleep(self.latency)
-        fault = self._take_fault(method, table, request.path)
+        fault = self._take_fault(method, table, request.path, request.query)
         if fault is not None:
             recorded.fault = fault.kind
 

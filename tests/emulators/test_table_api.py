@@ -861,6 +861,16 @@ class TestFaults:
         emulator.clear_faults()
         assert (await client.get("/api/now/v2/table/incident")).status_code == 200
 
+    async def test_matching_by_query_parameters(
+        self, emulator: ServiceNowEmulator, client: httpx.AsyncClient
+    ) -> None:
+        """A fault with `query` hits only requests carrying those parameters: one page."""
+        emulator.inject(Fault.bad_gateway(query={"sysparm_offset": "10"}, times=None))
+        assert (await client.get(INCIDENTS, params={"sysparm_offset": "0"})).status_code == 200
+        page = await client.get(INCIDENTS, params={"sysparm_offset": "10", "sysparm_limit": "5"})
+        assert page.status_code == 502
+        assert (await client.get(INCIDENTS)).status_code == 200
+
     @pytest.mark.parametrize(
         ("fault", "status", "message"),
         [

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from servicenow_worker import feel, outcome
-from servicenow_worker.errors import ServiceNowRejected
+from servicenow_worker.errors import ServiceNowRejected, TooManyRecords
 from servicenow_worker.inputs import (
     DestinationInputs,
     InputRules,
@@ -283,7 +283,8 @@ def dummy_secrets(task: Task) -> dict[str, str]:
 def representative_answer(request: DestinationInputs) -> Answer:
     record = {"sys_id": SYS_ID, "number": "RITM0010001", "state": "1", "short_description": "x"}
     if isinstance(request, AggregateRequest):
-        group = {"stats": {"count": "2"}, "groupby_fields": [{"field": "x", "value": "Network"}]}
+        by = (request.group_by or ("x",))[0]
+        group = {"stats": {"count": "2"}, "groupby_fields": [{"field": by, "value": "Network"}]}
         grouped = bool(request.group_by)
         result = [group] if grouped else {"stats": {"count": "2"}}
         return AggregateResponse(status=200, result=result, grouped=grouped, body_bytes=100)
@@ -327,9 +328,16 @@ def test_round_trip_reads_updates_and_deletes_what_it_created() -> None:
 
 @pytest.mark.parametrize("task", [t for t in all_tasks() if t.error_codes], ids=task_id)
 def test_error_boundary_events_can_be_reached(task: Task) -> None:
-    """A 404 makes the task's errorExpression throw the code its boundary event catches."""
+    """A failure the task can meet (a 404, too many records) makes its errorExpression throw
+    the code each of its boundary events catches."""
     options = parse_output_options(task.headers)
-    rejected = ServiceNowRejected(404, "No Record found", variables={})
-    result = outcome.for_error(rejected, job_retries=3, options=options, retry_after_cap=3600)
-    assert isinstance(result, outcome.ThrowError), result
-    assert result.code in task.error_codes
+    failures = [
+        ServiceNowRejected(404, "No Record found", variables={}),
+        TooManyRecords("the query matches 6000 records, more than maxRecords 5000"),
+    ]
+    thrown = set()
+    for failure in failures:
+        result = outcome.for_error(failure, job_retries=3, options=options, retry_after_cap=3600)
+        if isinstance(result, outcome.ThrowError):
+            thrown.add(result.code)
+    assert set(task.error_codes) <= thrown

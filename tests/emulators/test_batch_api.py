@@ -94,6 +94,8 @@ class TestBatch:
             "e": (200, "OK"),
         }
         assert decoded(serviced["a"])["result"]["short_description"] == "new"
+        location = {h["name"]: h["value"] for h in serviced["a"]["headers"]}["Location"]
+        assert location.startswith(f"{emulator.base_url}/api/now/table/incident/")
         assert decoded(serviced["b"])["result"]["state"] == "2"
         assert decoded(serviced["c"])["error"]["message"] == "No Record found"
         assert "body" not in serviced["d"]

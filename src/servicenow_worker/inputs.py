@@ -345,12 +345,18 @@ def _table_name(value: Any) -> str:
     )
 
 
+def parsed_json(value: Any) -> Any:
+    """A string holding JSON (typed into a field) as what it holds; anything else as it is."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except ValueError as error:
+        raise ValueError(f"is not valid JSON: {error.args[0]}") from None
+
+
 def _json_object(value: Any) -> Any:
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except ValueError as error:
-            raise ValueError(f"is not valid JSON: {error.args[0]}") from None
+    value = parsed_json(value)
     if not isinstance(value, dict):
         raise ValueError('must be a JSON object of record fields, e.g. {"short_description": "…"}')
     return value

@@ -40,12 +40,6 @@ async def emulator() -> AsyncIterator[ServiceNowEmulator]:
         yield emu
 
 
-@pytest.fixture
-async def client(emulator: ServiceNowEmulator) -> AsyncIterator[httpx.AsyncClient]:
-    async with http_client(emulator.base_url) as c:
-        yield c
-
-
 def group_ids(emulator: ServiceNowEmulator) -> dict[str, str]:
     return {r["name"]: r["sys_id"] for r in emulator.records("sys_user_group")}
 

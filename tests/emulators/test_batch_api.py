@@ -28,18 +28,6 @@ JSON_HEADERS = [
 ]
 
 
-@pytest.fixture
-async def emulator() -> AsyncIterator[ServiceNowEmulator]:
-    async with ServiceNowEmulator(users={USER: PASSWORD}) as emu:
-        yield emu
-
-
-@pytest.fixture
-async def client(emulator: ServiceNowEmulator) -> AsyncIterator[httpx.AsyncClient]:
-    async with http_client(emulator.base_url) as c:
-        yield c
-
-
 def item(
     item_id: str, method: str, url: str, body: object = None, **extra: object
 ) -> dict[str, Any]:

@@ -7,7 +7,6 @@ import json
 import re
 import signal
 import sys
-from collections.abc import AsyncIterator
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
@@ -44,18 +43,6 @@ def error(message: str, detail: str | None) -> dict[str, object]:
 
 
 NOT_FOUND = error("No Record found", "Record doesn't exist or ACL restricts the record retrieval")
-
-
-@pytest.fixture
-async def emulator() -> AsyncIterator[ServiceNowEmulator]:
-    async with ServiceNowEmulator(users={USER: PASSWORD}) as emu:
-        yield emu
-
-
-@pytest.fixture
-async def client(emulator: ServiceNowEmulator) -> AsyncIterator[httpx.AsyncClient]:
-    async with http_client(emulator.base_url) as c:
-        yield c
 
 
 def parse_link(header: str) -> dict[str, int]:

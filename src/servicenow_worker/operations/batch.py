@@ -37,6 +37,7 @@ from servicenow_worker.inputs import (
     RecordRequest,
     gather_inputs,
     operation_named,
+    parsed_json,
     validated,
 )
 from servicenow_worker.operations.family import JobContext, OperationFamily
@@ -96,11 +97,7 @@ class BatchRequest(DestinationInputs):
 
 
 def _request_list(value: Any, rules: Any) -> list[Any]:
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except ValueError as error:
-            raise ValueError(f"is not valid JSON: {error.args[0]}") from None
+    value = parsed_json(value)
     if not isinstance(value, list):
         raise ValueError(
             'must be a list of requests, e.g. [{"operation": "create", "table": "incident", '

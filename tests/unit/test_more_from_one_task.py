@@ -1,12 +1,18 @@
 """The pure parts of returnAll, aggregate and batch (docs/contract.md §9); the rest is shown end to
 end in tests/e2e/test_read_all.py, test_aggregate.py and test_batch.py."""
 
+import time
 from typing import Any
 
 import pytest
 
+from servicenow_worker.errors import ServiceNowUnavailable
+from servicenow_worker.inputs import InputRules, OutputOptions, RecordRequest
+from servicenow_worker.operations import JobContext, parse_inputs
 from servicenow_worker.operations.aggregate import AggregateResponse
-from servicenow_worker.operations.table import stable_query
+from servicenow_worker.operations.table import read_all, stable_query
+from servicenow_worker.servicenow import TableResponse
+from servicenow_worker.settings import Settings
 
 
 @pytest.mark.parametrize(
@@ -59,3 +65,39 @@ def test_groups_keep_servicenows_order_and_display_values() -> None:
         {"values": {"state": "2"}, "displayValues": {"state": "In Progress"}, "count": 2},
         {"values": {}, "count": 5, "max": {"state": 7}},
     ]
+
+
+class EndlessPages:
+    """A client whose every page is empty (hidden by ACLs) and says another one follows."""
+
+    def __init__(self) -> None:
+        self.pages = 0
+
+    async def send(self, request: RecordRequest, *, deadline: float) -> TableResponse:
+        self.pages += 1
+        return TableResponse(200, [], is_list=True, has_more=True)
+
+
+async def test_read_all_stops_at_the_jobs_deadline() -> None:
+    """However many (empty) pages ServiceNow promises, no page starts after the job's deadline."""
+    client = EndlessPages()
+    _, request = parse_inputs(
+        {
+            "authentication": {"username": "u", "password": "p"},
+            "operation": "read",
+            "table": "incident",
+            "returnAll": True,
+        },
+        InputRules("https://x.service-now.com", (), 1000),
+    )
+    context = JobContext(
+        servicenow=client,  # type: ignore[arg-type]
+        settings=Settings(),
+        options=OutputOptions(),
+        deadline=time.monotonic() + 0.05,
+        process_instance_key=1,
+        element_instance_key=2,
+    )
+    with pytest.raises(ServiceNowUnavailable, match="ran out of its time"):
+        await read_all(context, request)
+    assert client.pages >= 1

@@ -12,7 +12,6 @@ keys are looked up first (`camunda-<processInstanceKey>-<elementInstanceKey>-<in
 
 import base64
 import json
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -22,12 +21,7 @@ import httpx
 import structlog
 from pydantic import ValidationInfo, field_validator
 
-from servicenow_worker.errors import (
-    BATCH_UNSERVICED,
-    TIMEOUT,
-    InputError,
-    ServiceNowUnavailable,
-)
+from servicenow_worker.errors import BATCH_UNSERVICED, InputError, ServiceNowUnavailable
 from servicenow_worker.idempotency import existing_records, idempotency_key
 from servicenow_worker.inputs import (
     TABLE_OPERATIONS,
@@ -186,10 +180,7 @@ async def run(context: JobContext, request: BatchRequest) -> BatchResponse:
             pending = batch.pending
             if not pending:
                 break
-        if time.monotonic() >= context.deadline:
-            raise ServiceNowUnavailable(
-                TIMEOUT, f"the batch ran out of the job's time with {len(pending)} requests unsent"
-            )
+        context.check_time(f"{len(pending)} requests of the batch not answered")
         chunk = _chunk(batch, pending)
         try:
             answer = await context.servicenow.call(

@@ -51,6 +51,7 @@ async def read_all(context: JobContext, request: RecordRequest) -> TableResponse
         if not answer.has_more:
             break
         offset += page.limit
+        context.check_time(f"{len(records)} records read, more to come")
     result = list(records.values())
     if fields is not request.fields:
         result = [{k: v for k, v in r.items() if k != "sys_id"} for r in result]

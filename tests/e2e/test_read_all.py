@@ -126,12 +126,13 @@ async def test_a_page_retried_in_process_completes(
 
 
 async def test_result_size_is_checked_as_pages_arrive(
-    start_worker: StartWorker, run_job: RunJob, servicenow: ServiceNowEmulator
+    start_worker: StartWorker, gateway: ZeebeGatewayEmulator, servicenow: ServiceNowEmulator
 ) -> None:
     """Pages that already exceed WORKER_MAX_RESULT_BYTES stop the read (retries 0)."""
     seed(servicenow, 30, description="x" * 500)
     await start_worker(worker_max_result_bytes=5_000)
-    outcome = await run_job(read_all(limit=10), {"resultVariable": "incidents"})
+    key = gateway.create_job(JOB_TYPE, read_all(limit=10), {"resultVariable": "incidents"}, 3)
+    [outcome] = await gateway.wait_for_outcomes(key, 1)
     assert outcome.kind == "fail"
     assert outcome.retries == 0
     assert "WORKER_MAX_RESULT_BYTES" in outcome.error_message

@@ -63,6 +63,7 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 CONSOLE_SCRIPT = Path(sys.executable).with_name("servicenow-worker")
 BASELINE_SCRIPT = HERE / "baseline_worker.py"
+TRANSPORT_SCRIPT = HERE / "transport_worker.py"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 WORKERS = ("ours", "baseline")
 
@@ -230,11 +231,14 @@ async def worker_process(
     kind: str, gateway: ZeebeGatewayEmulator, servicenow_url: str, in_flight: int, options: Any
 ) -> AsyncIterator[asyncio.subprocess.Process]:
     env = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/")}
-    if kind.startswith("ours"):
-        # "ours:DIR" runs the worker from another checkout (e.g. a git worktree) for before/after.
-        _, _, source = kind.partition(":")
+    if kind.startswith(("ours", "transport:")):
+        # "ours:DIR" runs the worker from another checkout (e.g. a git worktree) for before/after;
+        # "transport:NAME" runs it with another HTTP transport (transport_worker.py).
+        prefix, _, source = kind.partition(":")
         command = [str(CONSOLE_SCRIPT)]
-        if source:
+        if prefix == "transport":
+            command = [sys.executable, str(TRANSPORT_SCRIPT), source]
+        elif source:
             command = [sys.executable, "-m", "servicenow_worker"]
             env["PYTHONPATH"] = str(Path(source) / "src")
         env |= {

@@ -26,11 +26,12 @@ RUN python -m pip install --no-cache-dir "uv==${UV_VERSION}"
 # The locked dependencies first, in a layer of their own that changes only with the lock; then
 # the project itself, as a wheel (not editable). --locked: a lock that disagrees with
 # pyproject.toml fails the build instead of being re-resolved. The environment has no pip or
-# setuptools: it holds only what runs.
+# setuptools: it holds only what runs, with the otel extra, so that traces need no other image
+# (loaded only when the OTEL_* variables ask for them).
 COPY pyproject.toml uv.lock README.md ./
-RUN uv sync --locked --no-install-project --no-editable --python python
+RUN uv sync --locked --no-install-project --no-editable --extra otel --python python
 COPY src ./src
-RUN uv sync --locked --no-editable --python python
+RUN uv sync --locked --no-editable --extra otel --python python
 
 FROM ${PYTHON_IMAGE}
 # scripts/build-image passes pyproject.toml's version, the commit and its date.

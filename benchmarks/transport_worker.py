@@ -1,4 +1,4 @@
-"""Our worker with a chosen HTTP transport under httpx, for `transport.py`'s A/B runs.
+"""Our worker with a chosen HTTP transport under httpx, for `ab.py`'s A/B runs.
 
     .venv/bin/python benchmarks/transport_worker.py ours           # the worker as shipped
     .venv/bin/python benchmarks/transport_worker.py httpx-aiohttp  # the httpx-aiohttp package's

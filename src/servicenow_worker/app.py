@@ -20,7 +20,7 @@ import structlog
 from pydantic import ValidationError
 from pyzeebe.grpc_internals.zeebe_adapter import ZeebeAdapter
 
-from servicenow_worker import __version__
+from servicenow_worker import __version__, tracing
 from servicenow_worker.auth import Authenticator, TokenCache
 from servicenow_worker.handler import JobHandler
 from servicenow_worker.health import HealthServer
@@ -75,6 +75,8 @@ def build_http_client(
     )
     if metrics is not None:
         transport = metrics.instrument(transport)  # times each request to ServiceNow
+    # A client span per request, with traceparent, when traces are on; else unchanged.
+    transport = tracing.instrument(transport)
     return httpx.AsyncClient(
         timeout=httpx.Timeout(
             connect=settings.servicenow_connect_timeout,

@@ -2,24 +2,41 @@
 
 import argparse
 import asyncio
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
-from servicenow_worker import __version__
-from servicenow_worker.app import load_settings, run_loop, serve
+from servicenow_worker import __version__, tracing
+from servicenow_worker.app import EXIT_INVALID_SETTINGS, load_settings, run_loop, serve
 from servicenow_worker.logs import configure
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Console script `servicenow-worker`; exit codes as `app.py` says."""
     arguments = parse_arguments(argv)
-    if arguments.demo:
-        from servicenow_worker.demo import run_demo  # the emulators load only here
+    flush_traces = start_tracing()
+    try:
+        if arguments.demo:
+            from servicenow_worker.demo import run_demo  # the emulators load only here
 
-        sys.exit(asyncio.run(run_demo()))
-    settings = load_settings()
-    configure(settings.log_level, settings.log_format)
-    sys.exit(run_loop(serve(settings)))
+            exit_code = asyncio.run(run_demo())
+        else:
+            settings = load_settings()
+            configure(settings.log_level, settings.log_format)
+            exit_code = run_loop(serve(settings))
+    finally:
+        flush_traces()
+    sys.exit(exit_code)
+
+
+def start_tracing() -> Callable[[], None]:
+    """Traces as the OTEL_* variables ask (tracing.py); exit 2 naming the variable if they cannot
+    be had."""
+    try:
+        return tracing.configure(os.environ)
+    except ValueError as error:
+        print(f"servicenow-worker: {error}", file=sys.stderr)
+        sys.exit(EXIT_INVALID_SETTINGS)
 
 
 def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -19,6 +19,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 from pyzeebe import Job
 
 from servicenow_worker import __version__
+from servicenow_worker.metrics import outcome_label
 from servicenow_worker.outcome import Outcome
 
 SERVICE_NAME: Final = "servicenow-worker"
@@ -106,11 +107,11 @@ class JobSpan:
     def __init__(self, span: trace.Span) -> None:
         self._span = span
 
-    def finished(self, outcome: Outcome | None, label: str) -> None:
+    def finished(self, outcome: Outcome | None) -> None:
+        label = outcome_label(outcome) if outcome is not None else "handed_back"
         self._span.set_attribute("servicenow_worker.outcome", label)
-        code = outcome.error_code if outcome is not None else None
-        if code is not None:
-            self._span.set_attribute("error.type", code)
+        if outcome is not None and outcome.error_code is not None:
+            self._span.set_attribute("error.type", outcome.error_code)
         if label in FAILED_OUTCOMES:
             self._span.set_status(StatusCode.ERROR)
 

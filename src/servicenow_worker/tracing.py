@@ -27,8 +27,8 @@ EXPORTER_VARIABLES = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_
 
 
 class JobSpan(Protocol):
-    def finished(self, outcome: "Outcome | None", label: str) -> None:
-        """The job's outcome: `label` as the metrics name it (completed, incident, ...)."""
+    def finished(self, outcome: "Outcome | None") -> None:
+        """The job's outcome; None: handed back unrun at shutdown."""
 
 
 class Tracing(Protocol):
@@ -53,7 +53,7 @@ class _NoJobSpan:
     ) -> None:
         return None
 
-    def finished(self, outcome: "Outcome | None", label: str) -> None:
+    def finished(self, outcome: "Outcome | None") -> None:
         return None
 
 

@@ -27,7 +27,7 @@ from pyzeebe.grpc_internals.zeebe_adapter import ZeebeAdapter
 from servicenow_worker import tracing
 from servicenow_worker.handler import JobHandler, JobView
 from servicenow_worker.inputs import INPUT_NAMES
-from servicenow_worker.metrics import WorkerMetrics, outcome_label
+from servicenow_worker.metrics import WorkerMetrics
 from servicenow_worker.outcome import Complete, Fail, Outcome, ThrowError
 
 log = structlog.get_logger("servicenow_worker.zeebe")
@@ -205,14 +205,14 @@ class JobPump:
                     retries=max(job.retries - 1, 0),
                 )
             self.metrics.job_finished(job.custom_headers, job.variables, result)
-            span.finished(result, outcome_label(result))
+            span.finished(result)
             await self._report(job, result)
 
     async def _hand_back(self, job: Job) -> None:
         _bind_job_to_log(job)
         with tracing.job(job) as span:
             self.metrics.job_handed_back(job.custom_headers, job.variables)
-            span.finished(None, "handed_back")
+            span.finished(None)
             # Activated after the stop began: return it untouched instead of letting it time out.
             await self._report(
                 job,

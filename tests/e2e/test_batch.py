@@ -124,6 +124,24 @@ async def test_a_lost_answer_with_idempotency_field_inserts_nothing_twice(
     assert carried_ids(second) == ["2"]  # the creates were answered by the lookup
 
 
+async def test_keys_are_looked_up_once_when_nothing_was_lost(
+    run_job: RunJob, servicenow: ServiceNowEmulator
+) -> None:
+    """One lookup before the first call; a request left unserviced was not carried out, so
+    sending it again needs none."""
+    servicenow.batch.leave_unserviced(1)
+    outcome = await run_job(
+        batch(create("one"), create("two")),
+        {"resultVariable": "answers", "idempotencyField": "correlation_id"},
+    )
+    assert outcome.kind == "complete", outcome
+    assert [e["status"] for e in outcome.variables["answers"]["result"]] == [201, 201]
+    lookups = [r for r in servicenow.requests if r.method == "GET"]
+    assert [r.query["sysparm_query"].split("IN")[0] for r in lookups] == ["correlation_id"]
+    assert [carried_ids(call) for call in batch_calls(servicenow)] == [["0", "1"], ["1"]]
+    assert len(servicenow.records("incident")) == 2
+
+
 async def test_a_retried_job_inserts_nothing_twice(
     start_worker: StartWorker, gateway: ZeebeGatewayEmulator, servicenow: ServiceNowEmulator
 ) -> None:

@@ -174,9 +174,13 @@ async def run(context: JobContext, request: BatchRequest) -> BatchResponse:
     answered; a lost answer is sent again in-process where that is safe (see the module)."""
     batch = _prepare(context, request.requests)
     failures = 0
+    # keys are looked up before the first call (an earlier run of the job may have sent it) and
+    # after a call whose answer was lost; requests left unserviced were not carried out
+    look_up = bool(batch.keys)
     while pending := batch.pending:
-        if batch.keys:
+        if look_up:
             await _answer_existing_creates(context, batch, pending)
+            look_up = False
             pending = batch.pending
             if not pending:
                 break
@@ -194,6 +198,7 @@ async def run(context: JobContext, request: BatchRequest) -> BatchResponse:
                 raise
             if not error.never_sent:
                 batch.maybe_done.update(chunk)
+                look_up = bool(batch.keys)
             log.info("batch_call_failed_resending", requests=len(chunk), code=error.code)
             continue
         _take_answers(batch, chunk, answer)

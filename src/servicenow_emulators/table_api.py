@@ -40,6 +40,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 
+from ._table_clock import InstanceClock, stamp_of
 from ._table_faults import (
     HIBERNATION_PAGE,
     Fault,
@@ -66,6 +67,7 @@ __all__ = [
     "FaultMatch",
     "Field",
     "FieldType",
+    "InstanceClock",
     "InvalidQueryPolicy",
     "OAuthClient",
     "OAuthServer",
@@ -260,6 +262,8 @@ class ServiceNowEmulator:
     replaces the default basic, bearer and API key checkers. `oauth` is the OAuth provider
     (clients, API keys, issued tokens, token request counts); its tokens expire on `clock`.
     With `ssl_context` the emulator serves HTTPS (and may require client certificates).
+    `wall_clock` is the instance's own time: `sys_*_on` stamps and the `Date` header read it,
+    and tests may set and advance it.
     """
 
     def __init__(
@@ -299,7 +303,8 @@ class ServiceNowEmulator:
         self.hidden_sys_ids: set[str] = set()
         self.requests: list[RecordedRequest] = []
         self.faults: list[Fault] = []
-        self._store = TableStore()
+        self.wall_clock = InstanceClock()
+        self._store = TableStore(self.wall_clock.stamp)
         self._waiters: list[tuple[Callable[[], bool], asyncio.Future[None]]] = []
         self._runner: web.AppRunner | None = None
         self._stopping = asyncio.Event()
@@ -424,6 +429,31 @@ class ServiceNowEmulator:
         record = self._store.update(table, sys_id, fields, user="admin", from_rest=False)
         if record is None:
             raise KeyError(f"no {table} record {sys_id}")
+        return dict(record)
+
+    def write(
+        self,
+        table: str,
+        fields: Mapping[str, object],
+        *,
+        sys_id: str | None = None,
+        user: str = "admin",
+        updated_on: float | str | None = None,
+    ) -> Record:
+        """Create (no `sys_id`) or update a record as a REST write does: business rules and
+        sys_* bookkeeping, stamped by `wall_clock`; a copy is returned. `updated_on` (epoch
+        seconds or a stored stamp, in the past) makes it a late commit: a transaction that
+        began then and becomes visible only now. KeyError for an unknown record."""
+        stamp = stamp_of(updated_on) if isinstance(updated_on, float | int) else updated_on
+        if sys_id is None:
+            record = self._store.insert(table, fields, user=user, from_rest=True, updated_on=stamp)
+        else:
+            found = self._store.update(
+                table, sys_id, fields, user=user, from_rest=True, updated_on=stamp
+            )
+            if found is None:
+                raise KeyError(f"no {table} record {sys_id}")
+            record = found
         return dict(record)
 
     def delete(self, table: str, sys_id: str) -> bool:
@@ -637,6 +667,7 @@ class ServiceNowEmulator:
             response = web.Response()  # never reaches the client: the transport is closed
             recorded.status = None
             return response
+        response.headers["Date"] = self.wall_clock.http_date()
         response.headers["X-Transaction-ID"] = transaction_id
         response.headers["X-Is-Logged-In"] = "true" if auth.user else "false"
         for name, value in _STATIC_HEADERS.items():

@@ -27,6 +27,7 @@ import binascii
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import ssl
@@ -40,7 +41,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from ._table_clock import InstanceClock, stamp_of
+from ._table_clock import InstanceClock, parse_stamp, stamp_of
 from ._table_faults import (
     HIBERNATION_PAGE,
     Fault,
@@ -95,6 +96,7 @@ _RECORD_METHODS = ("GET", "HEAD", "PUT", "PATCH", "DELETE")
 _ROUTE_COLLECTION = "sn-table-collection"
 _ROUTE_RECORD = "sn-table-record"
 _NOT_FOUND_DETAIL = "Record doesn't exist or ACL restricts the record retrieval"
+_DATE_LITERAL = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}")
 _V1_EMPTY_DETAIL = "Records matching query not found. Check query parameter or offset parameter"
 
 
@@ -301,6 +303,9 @@ class ServiceNowEmulator:
         # sys_ids that are counted in X-Total-Count and take a slot of the page but are never
         # returned: rows a real instance removes by ACL after applying sysparm_limit.
         self.hidden_sys_ids: set[str] = set()
+        # Seconds east of UTC in which a date-time literal of a query is read (0: as UTC, what
+        # ServiceNow documents for a plain literal); lets tests play an instance that differs.
+        self.date_literal_offset = 0
         self.requests: list[RecordedRequest] = []
         self.faults: list[Fault] = []
         self.wall_clock = InstanceClock()
@@ -825,6 +830,10 @@ class ServiceNowEmulator:
         query = params.get("sysparm_query")
         if not query:
             query = self._pairs_query(call)
+        elif self.date_literal_offset:
+            query = _DATE_LITERAL.sub(
+                lambda m: stamp_of(parse_stamp(m[0]) - self.date_literal_offset), query
+            )
         if not query:
             rows = list(self._store.rows[call.table].values())
         else:

@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, Final
 from urllib.parse import quote, urlencode
@@ -58,6 +59,8 @@ class TableResponse:
     deduplicated: bool = False
     # Size of the body ServiceNow sent: a cheap bound on the size of the variables it becomes.
     body_bytes: int = 0
+    # ServiceNow's own clock when it answered (its `Date` header), None when it sent none.
+    server_time: datetime | None = None
 
     def as_variable(self) -> dict[str, Any]:
         variable: dict[str, Any] = {"status": self.status, "result": self.result}
@@ -247,6 +250,7 @@ def _table_response(request: RecordRequest, response: httpx.Response) -> TableRe
         total_count=total_count,
         has_more=_has_more(request, response, total_count),
         body_bytes=len(response.content),
+        server_time=_http_date(response.headers.get("Date")),
     )
 
 
@@ -327,6 +331,13 @@ def _error_text(body: Any) -> str:
     return (": " + " - ".join(parts))[: DETAIL_LIMIT + 2] if parts else ""
 
 
+def _http_date(value: str | None) -> datetime | None:
+    try:
+        return parsedate_to_datetime(value) if value else None
+    except (TypeError, ValueError):
+        return None
+
+
 def parse_retry_after(value: str | None) -> float | None:
     """Seconds to wait, from `Retry-After` in seconds or as an HTTP date; None when absent or bad."""
     if value is None:
@@ -334,8 +345,5 @@ def parse_retry_after(value: str | None) -> float | None:
     value = value.strip()
     if value.isdigit():
         return float(value)
-    try:
-        moment = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, moment.timestamp() - time.time())
+    moment = _http_date(value)
+    return None if moment is None else max(0.0, moment.timestamp() - time.time())

@@ -164,6 +164,13 @@ class TableClient:
         return _table_response(request, response)
 
 
+def stored_value(record: dict[str, Any], field: str) -> Any:
+    """A field's stored value in a record as ServiceNow returned it: with displayValue=all every
+    field is {"display_value": …, "value": …}."""
+    value = record.get(field)
+    return value.get("value") if isinstance(value, dict) else value
+
+
 def _encoded_payload(request: RecordRequest) -> bytes | None:
     """The JSON body of a create or update, refused before sending when ServiceNow would refuse it."""
     if request.operation not in {Operation.CREATE, Operation.UPDATE}:

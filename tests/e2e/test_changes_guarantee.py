@@ -103,6 +103,15 @@ async def drive(servicenow: ServiceNowEmulator, call: Call, check: Callable[[], 
     return writers
 
 
+async def answer(gateway: ZeebeGatewayEmulator, variables: dict[str, Any]) -> dict[str, Any]:
+    """One job through the worker process; its response variable."""
+    key = gateway.create_job(JOB_TYPE, variables, {"resultVariable": "response"})
+    outcome = await gateway.wait_for_outcome(key, timeout=30)
+    assert outcome.kind == "complete", outcome.error_message
+    response: dict[str, Any] = outcome.variables["response"]
+    return response
+
+
 @dataclass
 class Feed:
     """The watcher loop of the README: `changes` with the last cursor, through the worker."""
@@ -120,12 +129,7 @@ class Feed:
         if self.cursor is not None:
             inputs["cursor"] = self.cursor
         clock = self.servicenow.wall_clock.now()
-        key = self.gateway.create_job(
-            JOB_TYPE, job_variables(**inputs), {"resultVariable": "changes"}
-        )
-        outcome = await self.gateway.wait_for_outcome(key, timeout=30)
-        assert outcome.kind == "complete", outcome.error_message
-        response = outcome.variables["changes"]
+        response = await answer(self.gateway, job_variables(**inputs))
         self.calls += 1
         got = [(r["sys_updated_on"], r["sys_id"]) for r in response["result"]]
         self.handed_out.extend(got)
@@ -192,10 +196,7 @@ class NaiveLoop:
             limit=LIMIT,
             query=f"sys_updated_on>{self.last}^ORDERBYsys_updated_on^ORDERBYsys_id",
         )
-        key = self.gateway.create_job(JOB_TYPE, variables, {"resultVariable": "page"})
-        outcome = await self.gateway.wait_for_outcome(key, timeout=30)
-        assert outcome.kind == "complete", outcome.error_message
-        page = outcome.variables["page"]
+        page = await answer(self.gateway, variables)
         self.calls += 1
         got = [(r["sys_updated_on"], r["sys_id"]) for r in page["result"]]
         self.handed_out.extend(got)

@@ -43,7 +43,7 @@ from servicenow_worker.inputs import (
     TableName,
 )
 from servicenow_worker.operations.family import JobContext, OperationFamily
-from servicenow_worker.servicenow import TableResponse
+from servicenow_worker.servicenow import TableResponse, stored_value
 
 ALWAYS_READ: Final = ("sys_id", "sys_updated_on")
 ORDER: Final = "ORDERBYsys_updated_on^ORDERBYsys_id"
@@ -235,7 +235,7 @@ def _checked_positions(
     positions: list[Position] = []
     for row in rows:
         fields = row if isinstance(row, dict) else {}
-        stamp, sys_id = _stored(fields, "sys_updated_on"), _stored(fields, "sys_id")
+        stamp, sys_id = stored_value(fields, "sys_updated_on"), stored_value(fields, "sys_id")
         if not (
             isinstance(stamp, str)
             and change_cursor.STAMP.fullmatch(stamp)
@@ -256,12 +256,6 @@ def _checked_positions(
             )
         positions.append(Position(stamp, sys_id))
     return positions
-
-
-def _stored(row: dict[str, Any], name: str) -> Any:
-    value = row.get(name)
-    # With displayValue=all every field is {"display_value": …, "value": …}.
-    return value.get("value") if isinstance(value, dict) else value
 
 
 def _display_values(row: dict[str, Any]) -> dict[str, Any]:

@@ -6,9 +6,12 @@ from typing import Any
 import pytest
 
 from servicenow_emulators.table_api import ServiceNowEmulator
-from servicenow_emulators.zeebe_gateway import JobOutcome
+from servicenow_emulators.zeebe_gateway import JobOutcome, ZeebeGatewayEmulator
 
-from .conftest import RunJob, job_variables
+from ..template.conftest import EXAMPLES
+from ..template.test_examples import job_variables as task_variables
+from ..template.test_examples import read_process
+from .conftest import JOB_TYPE, PASSWORD, USER, RunJob, StartWorker, job_variables
 
 NOON = datetime(2026, 1, 31, 12, 0, 0, tzinfo=UTC)
 SETTLE = 10  # the default SERVICENOW_CHANGES_SETTLE
@@ -267,3 +270,40 @@ async def test_records_before_the_cursor_fail_the_job(
     outcome = await failed(run_job, cursor=cursor)
     assert outcome.retries == 0
     assert "does not read the date-time literal as UTC" in outcome.error_message
+
+
+async def test_the_feed_example_works_as_written(
+    gateway: ZeebeGatewayEmulator,
+    servicenow: ServiceNowEmulator,
+    start_worker: StartWorker,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The README pattern: the example's changes task, its inputs and headers as the BPMN file
+    has them, called twice with the cursor it leaves; the integration user's own change is left
+    out by its query."""
+    monkeypatch.setenv("SECRET_snUser", USER)
+    monkeypatch.setenv("SECRET_snPwd", PASSWORD)
+    await start_worker()
+    _, [task] = read_process(EXAMPLES / "servicenow-p1-incident-feed.bpmn")
+    scope: dict[str, Any] = {}
+
+    async def call() -> None:
+        key = gateway.create_job(JOB_TYPE, task_variables(task, scope), task.headers)
+        outcome = await gateway.wait_for_outcome(key)
+        assert outcome.kind == "complete", outcome.error_message
+        scope.update(outcome.variables)
+
+    await call()
+    assert (scope["incidents"], scope["moreWaiting"]) == ([], False)
+    servicenow.add_user("abel.tuter", "secret")
+    p1 = servicenow.write("incident", {"impact": "1", "urgency": "1"}, user="abel.tuter")
+    servicenow.write("incident", {"impact": "1", "urgency": "1"}, user=USER)
+    servicenow.write("incident", {"impact": "3", "urgency": "3"}, user="abel.tuter")
+    servicenow.wall_clock.advance(SETTLE + 1)
+    await call()
+    [incident] = scope["incidents"]
+    assert incident["number"] == p1["number"]
+    assert set(incident) == {
+        "number", "short_description", "state", "assigned_to", "sys_id", "sys_updated_on"
+    }  # fmt: skip
+    assert scope["moreWaiting"] is False

@@ -259,6 +259,37 @@ async def test_inputs_of_other_operations_are_ignored(
     assert {r.query.get("sysparm_offset") for r in servicenow.requests} == {"0"}
 
 
+async def test_records_hidden_by_acls_take_places_but_nothing_is_skipped(
+    run_job: RunJob, servicenow: ServiceNowEmulator
+) -> None:
+    """ServiceNow applies the limit before ACLs: a hidden row takes a place of the page. The feed
+    goes on after the rows it got, and says hasMore while ServiceNow holds rows past the page."""
+    rows = sorted(
+        (servicenow.write("incident", {}, updated_on=at(-60)) for _ in range(5)),
+        key=lambda r: r["sys_id"],
+    )
+    servicenow.hidden_sys_ids.add(rows[0]["sys_id"])
+    first = await feed(run_job, since=at(-61), limit=3)
+    assert numbers(first) == [r["number"] for r in rows[1:4]]
+    assert first["hasMore"] is True
+    rest = await feed(run_job, cursor=first["cursor"], limit=3)
+    assert (numbers(rest), rest["hasMore"]) == ([rows[4]["number"]], False)
+
+
+async def test_a_window_of_hidden_records_fails_the_job(
+    run_job: RunJob, servicenow: ServiceNowEmulator
+) -> None:
+    """When ACLs hide every record ServiceNow counts, the feed cannot move past them: it says so
+    instead of answering empty pages for ever."""
+    for _ in range(3):
+        servicenow.hidden_sys_ids.add(
+            servicenow.write("incident", {}, updated_on=at(-60))["sys_id"]
+        )
+    outcome = await failed(run_job, since=at(-61))
+    assert outcome.retries == 0
+    assert "ACLs hide them from the integration user" in outcome.error_message
+
+
 async def test_records_before_the_cursor_fail_the_job(
     run_job: RunJob, servicenow: ServiceNowEmulator
 ) -> None:

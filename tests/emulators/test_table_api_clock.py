@@ -114,3 +114,16 @@ async def test_writes_and_order_by_updated_then_sys_id_page_through_a_second(
     )
     answer = await client.get(INCIDENTS, params={"sysparm_query": query})
     assert [r["sys_id"] for r in answer.json()["result"]] == [ids[2], ids[3], later]
+
+
+async def test_an_instance_may_read_date_literals_in_another_zone(
+    emulator: ServiceNowEmulator, client: httpx.AsyncClient
+) -> None:
+    """By default a literal is compared as UTC; `date_literal_offset` plays an instance that
+    reads it that many seconds east of UTC (the stored values stay UTC)."""
+    record = emulator.write("incident", {}, updated_on="2026-01-31 10:30:00")
+    query = {"sysparm_query": "sys_updated_on>2026-01-31 12:00:00"}
+    assert (await client.get(INCIDENTS, params=query)).json()["result"] == []
+    emulator.date_literal_offset = 2 * 3600  # 12:00:00 read as 10:00:00 UTC
+    [found] = (await client.get(INCIDENTS, params=query)).json()["result"]
+    assert (found["sys_id"], found["sys_updated_on"]) == (record["sys_id"], "2026-01-31 10:30:00")

@@ -7,9 +7,9 @@ per call, ordered and bounded by ServiceNow's own operators:
 
 so records that share the cursor's second are neither skipped nor repeated. The date-time
 literal `T` is UTC, as stored: ServiceNow compares a plain literal with the stored (UTC) value
-whatever the integration user's time zone (README, "Changes since the last look"); an answer
-holding records from before the cursor (a literal read in another zone) fails the job rather
-than be handed out.
+whatever the integration user's time zone (docs/changes.md, with sources); an answer holding
+records from before the cursor (a literal read in another zone) fails the job rather than be
+handed out.
 
 Settling: a change stamped less than `SERVICENOW_CHANGES_SETTLE` seconds before ServiceNow's clock
 (its `Date` header, less the request's round trip, since the query ran before the header was
@@ -150,6 +150,17 @@ async def run(context: JobContext, inputs: ChangesInputs) -> ChangesResponse:
         display_value=display_value,
     )
     response, bound = await _send(context, request, settle)
+    page, position, has_more = _settled_page(response, start, bound, inputs)
+    if inputs.display_value == "true":
+        page = [_display_values(row) for row in page]
+    cursor = change_cursor.encode(position, inputs.table, inputs.query)
+    return ChangesResponse(response.status, page, cursor, has_more, response.body_bytes)
+
+
+def _settled_page(
+    response: TableResponse, start: Position, bound: int, inputs: ChangesInputs
+) -> tuple[list[Any], Position, bool]:
+    """The settled rows of the answer (at most `limit`), where the next call starts, hasMore."""
     rows = response.result if isinstance(response.result, list) else []
     positions = _checked_positions(rows, start, inputs.table, response.total_count)
     settled = sum(1 for position in positions if position.instant <= bound)
@@ -158,14 +169,9 @@ async def run(context: JobContext, inputs: ChangesInputs) -> ChangesResponse:
     # past what it returned (rows its ACLs hid took places) and every row returned is settled.
     has_more = settled > inputs.limit or (response.has_more and settled == len(rows) > 0)
     if has_more:
-        position = positions[len(page) - 1]
-    else:
-        # Every settled change after `start` is in this page: the cursor moves up to the bound.
-        position = max(start, Position(stamp_of(bound)), key=_order_key)
-    if inputs.display_value == "true":
-        page = [_display_values(row) for row in page]
-    cursor = change_cursor.encode(position, inputs.table, inputs.query)
-    return ChangesResponse(response.status, page, cursor, has_more, response.body_bytes)
+        return page, positions[len(page) - 1], True
+    # Every settled change after `start` is in this page: the cursor moves up to the bound.
+    return page, max(start, Position(stamp_of(bound)), key=_order_key), False
 
 
 def window_query(extra: str | None, start: Position) -> str:

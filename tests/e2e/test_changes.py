@@ -155,7 +155,7 @@ async def test_query_fields_and_display_values(
     assert record["caller_id"]["display_value"] == "Abel Tuter"
     assert set(record["caller_id"]) == {"display_value", "link"}
     assert record["sys_updated_on"] == at(-60)
-    [request] = [r for r in servicenow.requests if r.query.get("sysparm_fields")]
+    [request] = [r for r in servicenow.requests if "sys_updated_on>" in r.query["sysparm_query"]]
     assert request.query["sysparm_display_value"] == "all"
 
     plain = await feed(
@@ -288,6 +288,27 @@ async def test_a_window_of_hidden_records_fails_the_job(
     outcome = await failed(run_job, since=at(-61))
     assert outcome.retries == 0
     assert "ACLs hide them from the integration user" in outcome.error_message
+
+
+@pytest.mark.parametrize("offset", [-5 * 3600, 2 * 3600], ids=["west of UTC", "east of UTC"])
+@pytest.mark.parametrize("start", [{}, {"since": at(-3600)}], ids=["from now", "since"])
+async def test_a_feeds_first_call_checks_that_literals_are_read_as_utc(
+    run_job: RunJob, servicenow: ServiceNowEmulator, offset: int, start: dict[str, Any]
+) -> None:
+    """The first call (no cursor) finds the table's oldest change again by its stamp: an
+    instance that reads the literal in another zone fails it, in either direction, before a
+    cursor exists."""
+    oldest = servicenow.write("incident", {}, updated_on=at(-7200))
+    servicenow.write("incident", {}, updated_on=at(-60))
+    assert (await feed(run_job, **start))["status"] == 200
+    [check, *_] = [r for r in servicenow.requests if r.query["sysparm_query"].startswith("sys_id=")]
+    assert check.query["sysparm_query"] == f"sys_id={oldest['sys_id']}^sys_updated_on={at(-7200)}"
+
+    servicenow.date_literal_offset = offset
+    outcome = await failed(run_job, **start)
+    assert outcome.retries == 0
+    assert f"does not find record {oldest['sys_id']} of incident" in outcome.error_message
+    assert "set the integration user's time zone to GMT" in outcome.error_message
 
 
 async def test_records_before_the_cursor_fail_the_job(

@@ -73,7 +73,8 @@ def _delete(servicenow: ServiceNowEmulator) -> dict[str, Any]:
 
 def _changes(servicenow: ServiceNowEmulator) -> dict[str, Any]:
     servicenow.insert("incident", {"short_description": "changed"})
-    return {"table": "incident", "since": "2026-01-01T00:00:00Z", "limit": 5}
+    position = change_cursor.Position("2026-01-01 00:00:00")
+    return {"table": "incident", "cursor": change_cursor.encode(position, "incident", None)}
 
 
 OPERATIONS: dict[str, OwnInputs] = {

@@ -131,12 +131,13 @@ async def run(context: JobContext, inputs: ChangesInputs) -> ChangesResponse:
     """Read the settled changes after the start position, at most `limit` of them."""
     settle = context.settings.servicenow_changes_settle
     start = inputs.start()
-    if start is None:
-        # A watcher starts from now: only ServiceNow's clock is needed (and the table checked).
-        probe = _read(inputs, inputs.query, limit=1, fields=("sys_id",), display_value=None)
-        response, bound = await _send(context, probe, settle)
-        cursor = change_cursor.encode(Position(stamp_of(bound)), inputs.table, inputs.query)
-        return ChangesResponse(response.status, [], cursor, False, response.body_bytes)
+    if inputs.cursor is None:
+        # A feed's first call: check once that ServiceNow reads a literal as UTC.
+        response, bound = await _check_literals_read_as_utc(context, inputs, settle)
+        if start is None:  # a watcher starts from now
+            cursor = change_cursor.encode(Position(stamp_of(bound)), inputs.table, inputs.query)
+            return ChangesResponse(response.status, [], cursor, False, response.body_bytes)
+    assert start is not None
 
     fields = tuple(dict.fromkeys((*inputs.fields, *ALWAYS_READ))) if inputs.fields else None
     # With display values only, sys_updated_on would come in the user's zone and format: ask
@@ -155,6 +156,55 @@ async def run(context: JobContext, inputs: ChangesInputs) -> ChangesResponse:
         page = [_display_values(row) for row in page]
     cursor = change_cursor.encode(position, inputs.table, inputs.query)
     return ChangesResponse(response.status, page, cursor, has_more, response.body_bytes)
+
+
+async def _check_literals_read_as_utc(
+    context: JobContext, inputs: ChangesInputs, settle: int
+) -> tuple[TableResponse, int]:
+    """Read the table's oldest change and find it again by its stamp written as a plain
+    literal: found, ServiceNow reads literals as UTC (docs/changes.md); not found while the
+    record still holds that stamp, it reads them in another zone, and a feed would skip or
+    repeat changes. Returns the first answer and its settle bound."""
+    response, bound = await _send(context, _one_record(inputs, ORDER), settle)
+    oldest = _first_position(response)
+    if oldest is None:
+        return response, bound  # an empty table (or unreadable fields): nothing to check with
+    by_literal = f"sys_id={oldest.sys_id}^sys_updated_on={oldest.updated_on}"
+    found = await context.servicenow.send(
+        _one_record(inputs, by_literal), deadline=context.deadline
+    )
+    if _first_position(found) is not None:
+        return response, bound
+    again = await context.servicenow.send(
+        _one_record(inputs, f"sys_id={oldest.sys_id}"), deadline=context.deadline
+    )
+    if _first_position(again) == oldest:
+        raise UnexpectedAnswer(
+            f"ServiceNow does not find record {oldest.sys_id} of {inputs.table} by its "
+            f"sys_updated_on {oldest.updated_on} (UTC) written in a query: the instance does not "
+            "read the date-time literal as UTC, and changes would skip or repeat records; set "
+            "the integration user's time zone to GMT (README, React to ServiceNow)"
+        )
+    return response, bound  # it changed meanwhile: nothing learned
+
+
+def _one_record(inputs: ChangesInputs, query: str) -> RecordRequest:
+    return _read(inputs, query, limit=1, fields=ALWAYS_READ, display_value=None)
+
+
+def _first_position(response: TableResponse) -> Position | None:
+    rows = response.result if isinstance(response.result, list) else []
+    return _position_of(rows[0]) if rows else None
+
+
+def _position_of(row: Any) -> Position | None:
+    """A row's place in change order; None when its sys_updated_on or sys_id is unreadable."""
+    fields = row if isinstance(row, dict) else {}
+    stamp, sys_id = stored_value(fields, "sys_updated_on"), stored_value(fields, "sys_id")
+    readable = isinstance(stamp, str) and change_cursor.STAMP.fullmatch(stamp)
+    if readable and isinstance(sys_id, str) and SYS_ID.fullmatch(sys_id):
+        return Position(stamp, sys_id)
+    return None
 
 
 def _settled_page(
@@ -240,27 +290,21 @@ def _checked_positions(
         )
     positions: list[Position] = []
     for row in rows:
-        fields = row if isinstance(row, dict) else {}
-        stamp, sys_id = stored_value(fields, "sys_updated_on"), stored_value(fields, "sys_id")
-        if not (
-            isinstance(stamp, str)
-            and change_cursor.STAMP.fullmatch(stamp)
-            and isinstance(sys_id, str)
-            and SYS_ID.fullmatch(sys_id)
-        ):
+        position = _position_of(row)
+        if position is None:
             raise UnexpectedAnswer(
-                f"a record of {table} came back without a readable sys_updated_on and sys_id "
-                f"({stamp!r}, {sys_id!r}); changes orders by them, so the integration user "
-                "must be able to read both"
+                f"a record of {table} came back without a readable sys_updated_on and sys_id; "
+                "changes orders by them, so the integration user must be able to read both"
             )
+        stamp = position.updated_on
         if stamp < start.updated_on or (positions and stamp < positions[-1].updated_on):
             raise UnexpectedAnswer(
                 f"ServiceNow returned a record of {table} changed at {stamp} for changes after "
                 f"{start.updated_on} (UTC), or out of order: the instance does not read the "
                 "date-time literal as UTC; set the integration user's time zone to GMT "
-                "(README, Changes since the last look)"
+                "(README, React to ServiceNow)"
             )
-        positions.append(Position(stamp, sys_id))
+        positions.append(position)
     return positions
 
 

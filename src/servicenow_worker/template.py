@@ -55,7 +55,7 @@ SCHEMA_URL: Final = (
 )
 TEMPLATE_ID: Final = "servicenow-worker.ServiceNow.v1"
 # Bump on every change of the generated template, so the Modeler offers the upgrade.
-TEMPLATE_VERSION: Final = 1
+TEMPLATE_VERSION: Final = 2
 TEMPLATE_PATH: Final = Path("element-templates/servicenow-connector.json")
 DOCUMENTATION_URL: Final = (
     "https://github.com/servicenow-worker/servicenow-worker#use-it-in-camunda-modeler"

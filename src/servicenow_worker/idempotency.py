@@ -17,7 +17,7 @@ import structlog
 
 from servicenow_worker.errors import InputError
 from servicenow_worker.inputs import Operation, RecordRequest
-from servicenow_worker.servicenow import TableClient, TableResponse, record_value
+from servicenow_worker.servicenow import TableClient, TableResponse, stored_value
 
 log = structlog.get_logger(__name__)
 
@@ -36,7 +36,7 @@ async def create_once(
         return existing[key]
     payload = {**(request.payload or {}), field: key}
     created = await client.send(request.model_copy(update={"payload": payload}), deadline=deadline)
-    if isinstance(created.result, dict) and record_value(created.result, field) != key:
+    if isinstance(created.result, dict) and stored_value(created.result, field) != key:
         log.warning(
             "idempotency_field_not_stored",
             idempotency_field=field,
@@ -58,7 +58,7 @@ async def existing_records(
     found = await client.send(_lookup(request, field, keys), deadline=deadline)
     existing: dict[str, TableResponse] = {}
     for record in found.result if isinstance(found.result, list) else []:
-        value = record_value(record, field)
+        value = stored_value(record, field)
         if value not in keys:
             raise InputError(
                 "idempotencyField",

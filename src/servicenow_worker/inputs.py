@@ -40,6 +40,7 @@ class Operation(StrEnum):
     READ = "read"
     UPDATE = "update"
     DELETE = "delete"
+    CHANGES = "changes"
     AGGREGATE = "aggregate"
     BATCH = "batch"
 
@@ -47,11 +48,13 @@ class Operation(StrEnum):
 ALL_OPERATIONS: Final = frozenset(Operation)
 OPERATION_VALUES: Final = frozenset(op.value for op in Operation)
 WRITE_OPERATIONS: Final = frozenset({Operation.CREATE, Operation.UPDATE})
+LIST_OPERATIONS: Final = frozenset({Operation.READ, Operation.CHANGES})
 # The Table API's operations: one request each, alone or inside a batch.
 TABLE_OPERATIONS: Final = frozenset(
     {Operation.CREATE, Operation.READ, Operation.UPDATE, Operation.DELETE}
 )
-RECORD_OUTPUT_OPERATIONS: Final = TABLE_OPERATIONS - {Operation.DELETE}
+# The operations that return records, shaped by fields, displayValue, excludeReferenceLink.
+RECORD_OUTPUT_OPERATIONS: Final = TABLE_OPERATIONS - {Operation.DELETE} | {Operation.CHANGES}
 READ: Final = frozenset({Operation.READ})
 AGGREGATE: Final = frozenset({Operation.AGGREGATE})
 
@@ -63,11 +66,13 @@ USED_BY: Final[Mapping[str, frozenset[Operation]]] = {
     # a batch has no table of its own: each of its requests names one
     "table": ALL_OPERATIONS - {Operation.BATCH},
     "payload": WRITE_OPERATIONS,
-    "query": READ | AGGREGATE,
+    "query": LIST_OPERATIONS | AGGREGATE,
     "sysId": frozenset({Operation.READ, Operation.UPDATE, Operation.DELETE}),
     "fields": RECORD_OUTPUT_OPERATIONS,
-    "limit": READ,
+    "limit": LIST_OPERATIONS,
     "offset": READ,
+    "cursor": frozenset({Operation.CHANGES}),
+    "since": frozenset({Operation.CHANGES}),
     "displayValue": RECORD_OUTPUT_OPERATIONS | AGGREGATE,
     "excludeReferenceLink": RECORD_OUTPUT_OPERATIONS,
     "returnAll": READ,

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from email.utils import parsedate_to_datetime
 from functools import partial
 from typing import Any, Final, Generic, TypeVar
@@ -80,6 +81,8 @@ class TableResponse:
     deduplicated: bool = False
     # Size of the body ServiceNow sent: a cheap bound on the size of the variables it becomes.
     body_bytes: int = 0
+    # ServiceNow's own clock when it answered (its `Date` header), None when it sent none.
+    server_time: datetime | None = None
     # read with returnAll: how many pages it took (docs/contract.md §9)
     pages: int | None = None
 
@@ -94,13 +97,6 @@ class TableResponse:
         if self.pages is not None:
             variable["pages"] = self.pages
         return variable
-
-
-def record_value(record: dict[str, Any], field: str) -> Any:
-    """A field's stored value in a record as ServiceNow returns it (with displayValue=all every
-    field is {"display_value": …, "value": …})."""
-    value = record.get(field)
-    return value.get("value") if isinstance(value, dict) else value
 
 
 @dataclass(frozen=True)
@@ -196,6 +192,13 @@ class TableClient:
                 call.method, call.url, content=call.body, headers=headers, auth=auth
             )
         return call.answer(response)
+
+
+def stored_value(record: dict[str, Any], field: str) -> Any:
+    """A field's stored value in a record as ServiceNow returned it: with displayValue=all every
+    field is {"display_value": …, "value": …}."""
+    value = record.get(field)
+    return value.get("value") if isinstance(value, dict) else value
 
 
 def encoded_payload(request: RecordRequest, max_bytes: int = MAX_BODY_BYTES) -> bytes | None:
@@ -302,6 +305,7 @@ def table_response(request: RecordRequest, response: httpx.Response) -> TableRes
         total_count=total_count,
         has_more=_has_more(request, response, total_count),
         body_bytes=len(response.content),
+        server_time=_http_date(response.headers.get("Date")),
     )
 
 
@@ -379,6 +383,13 @@ def _error_text(body: Any) -> str:
     return (": " + " - ".join(parts))[: DETAIL_LIMIT + 2] if parts else ""
 
 
+def _http_date(value: str | None) -> datetime | None:
+    try:
+        return parsedate_to_datetime(value) if value else None
+    except (TypeError, ValueError):
+        return None
+
+
 def parse_retry_after(value: str | None) -> float | None:
     """Seconds to wait, from `Retry-After` in seconds or as an HTTP date; None when absent or bad."""
     if value is None:
@@ -386,8 +397,5 @@ def parse_retry_after(value: str | None) -> float | None:
     value = value.strip()
     if value.isdigit():
         return float(value)
-    try:
-        moment = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, moment.timestamp() - time.time())
+    moment = _http_date(value)
+    return None if moment is None else max(0.0, moment.timestamp() - time.time())

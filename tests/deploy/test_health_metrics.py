@@ -196,9 +196,8 @@ async def test_label_values_stay_bounded(
         pair for (name, pairs) in samples if name.startswith("servicenow_worker_") for pair in pairs
     }
     assert {value for name, value in labels if name == "operation"} <= {
-        *(operation.value for operation in Operation),
-        "unknown",
-    }
+        *(operation.value for operation in Operation), "unknown"
+    }  # fmt: skip
     assert not any(name == "table" or "x_custom" in value for name, value in labels)
     assert (
         value(

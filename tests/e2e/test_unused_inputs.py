@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from servicenow_emulators.table_api import RecordedRequest, ServiceNowEmulator
+from servicenow_worker import change_cursor
 from servicenow_worker.inputs import USED_BY
 
 from .conftest import RunJob, job_variables
@@ -29,6 +30,10 @@ LEFTOVER_VARIABLES: dict[str, Any] = {
     "offset": 7,
     "displayValue": "all",
     "excludeReferenceLink": "true",
+    "cursor": change_cursor.encode(
+        change_cursor.Position("2026-01-31 08:00:00"), "incident", "active=false"
+    ),
+    "since": "2026-01-31T08:00:00Z",
     "table": "sys_user",
     "returnAll": True,
     "maxRecords": 5,
@@ -54,6 +59,8 @@ INVALID_HEADERS: dict[str, Any] = {
     "offset": "-1",
     "displayValue": "maybe",
     "excludeReferenceLink": "perhaps",
+    "cursor": "not a cursor",
+    "since": "yesterday",
     "table": "../sys_user",
     "returnAll": "perhaps",
     "maxRecords": "0",
@@ -90,6 +97,12 @@ def _delete(servicenow: ServiceNowEmulator) -> dict[str, Any]:
     return {"table": "incident", "sysId": record["sys_id"]}
 
 
+def _changes(servicenow: ServiceNowEmulator) -> dict[str, Any]:
+    servicenow.insert("incident", {"short_description": "changed"})
+    position = change_cursor.Position("2026-01-01 00:00:00")
+    return {"table": "incident", "cursor": change_cursor.encode(position, "incident", None)}
+
+
 def _read_all(servicenow: ServiceNowEmulator) -> dict[str, Any]:
     servicenow.insert("incident", {"short_description": "every page", "active": "true"})
     return {"table": "incident", "query": "active=true", "returnAll": True, "maxRecords": 50}
@@ -115,6 +128,7 @@ OPERATIONS: dict[str, OwnInputs] = {
     "read-returnAll": _read_all,
     "update": _update,
     "delete": _delete,
+    "changes": _changes,
     "aggregate": _aggregate,
     "batch": _batch,
 }

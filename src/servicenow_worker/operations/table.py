@@ -7,7 +7,7 @@ from servicenow_worker.errors import ResultTooLarge, TooManyRecords
 from servicenow_worker.idempotency import create_once, idempotency_key
 from servicenow_worker.inputs import Operation, RecordRequest
 from servicenow_worker.operations.family import JobContext, OperationFamily
-from servicenow_worker.servicenow import TableResponse, record_value
+from servicenow_worker.servicenow import TableResponse, stored_value
 
 STABLE_ORDER: Final = "ORDERBYsys_id"
 
@@ -45,7 +45,7 @@ async def read_all(context: JobContext, request: RecordRequest) -> TableResponse
         pages += 1
         body_bytes += answer.body_bytes
         for record in answer.result:
-            records.setdefault(record_value(record, "sys_id") or len(records), record)
+            records.setdefault(stored_value(record, "sys_id") or len(records), record)
         _check_count(request, answer.total_count, len(records))
         _check_size(context, body_bytes, len(records), pages)
         if not answer.has_more:

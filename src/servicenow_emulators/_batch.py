@@ -16,8 +16,8 @@ Limits, as documented: a request body over `max_input_bytes` (5 MB,
 the transaction is cancelled and that request and the ones after it come back in
 `unserviced_requests`. `leave_unserviced` forces such a tail (what a client must send again).
 `enforce_order` is accepted and ignored. Guesses, where the reference is silent: the status of a
-malformed batch (400) and of a body that is not JSON (415), and of an item without `id`,
-`method` or `url` (400 inside the item).
+batch that is not JSON or has no `rest_requests` list (400), of a `Content-Type` other than JSON
+(415), and of an item without `id`, `method` or `url` (400 inside the item).
 """
 
 from __future__ import annotations

@@ -295,3 +295,20 @@ class TestPySNC:
         assert count == 3
         assert sorted(found) == sorted(wanted)
         assert any(r.path == BATCH for r in emulator.requests)
+
+    async def test_a_query_pages_by_x_total_count(
+        self, instance: tuple[ServiceNowEmulator, pysnc.ServiceNowClient]
+    ) -> None:
+        """PySNC pages a query with sysparm_offset until X-Total-Count records came."""
+        emulator, client = instance
+        wanted = {emulator.insert("incident", {})["sys_id"] for _ in range(250)}
+
+        def read_all() -> list[str]:
+            records = client.GlideRecord("incident", batch_size=100)
+            records.query()
+            return [r.sys_id for r in records]
+
+        found = await asyncio.to_thread(read_all)
+        assert sorted(found) == sorted(wanted)
+        pages = [r for r in emulator.requests if r.path == "/api/now/table/incident"]
+        assert [r.query["sysparm_offset"] for r in pages] == ["0", "100", "200"]

@@ -4,7 +4,10 @@
     ├── InputError                   the job's inputs are wrong: fail with retries 0, nothing sent
     ├── ExpressionFailed             resultExpression failed: retries 0
     ├── ResultTooLarge               the answer would not fit into Zeebe's variables: retries 0
+    ├── TooManyRecords               read with returnAll matched more than maxRecords: retries 0
     ├── ServiceNowRejected           ServiceNow answered 4xx (not 408/429): fail with retries 0
+    ├── UnexpectedAnswer             ServiceNow answered, but not what the request asked for
+    │                                (records outside a changes window): retries 0
     ├── AuthenticationFailed         ServiceNow's token endpoint refused the OAuth client or user:
     │                                fail with retries 0 (code AUTH_FAILED)
     └── ServiceNowUnavailable        408, 429, 5xx, timeouts, dropped connections, non-JSON 200:
@@ -22,6 +25,8 @@ CONNECTION_ERROR: Final = "CONNECTION_ERROR"
 INVALID_RESPONSE: Final = "INVALID_RESPONSE"
 RESULT_TOO_LARGE: Final = "RESULT_TOO_LARGE"
 AUTH_FAILED: Final = "AUTH_FAILED"
+TOO_MANY_RECORDS: Final = "TOO_MANY_RECORDS"
+BATCH_UNSERVICED: Final = "BATCH_UNSERVICED"
 
 
 class WorkerError(Exception):
@@ -41,6 +46,7 @@ class InputError(WorkerError):
     def __init__(self, field: str, problem: str) -> None:
         super().__init__(f"{field} {problem}")
         self.field = field
+        self.problem = problem
 
 
 class ExpressionFailed(WorkerError):
@@ -53,6 +59,12 @@ class ResultTooLarge(WorkerError):
     code = RESULT_TOO_LARGE
 
 
+class TooManyRecords(WorkerError):
+    """More records match than the job may gather (`maxRecords`); nothing past that was fetched."""
+
+    code = TOO_MANY_RECORDS
+
+
 class ServiceNowRejected(WorkerError):
     """ServiceNow refused the request for good (4xx other than 408 and 429)."""
 
@@ -60,6 +72,12 @@ class ServiceNowRejected(WorkerError):
         super().__init__(message, variables=variables)
         self.status = status
         self.code = str(status)
+
+
+class UnexpectedAnswer(WorkerError):
+    """ServiceNow's answer contradicts the request (a retry would get the same): retries 0."""
+
+    code = INVALID_RESPONSE
 
 
 class AuthenticationFailed(WorkerError):

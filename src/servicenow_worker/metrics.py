@@ -10,6 +10,7 @@ serves the process-wide default registry: process CPU, memory and file descripto
 and stamina's `stamina_retries_total` (in-process ServiceNow retries, see docs/operations.md).
 """
 
+import re
 import time
 from collections.abc import Mapping
 from types import TracebackType
@@ -26,7 +27,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-from servicenow_worker import __version__
+from servicenow_worker import __version__, errors
 from servicenow_worker.inputs import Operation, resolve_operation
 from servicenow_worker.outcome import Complete, Fail, Outcome, ThrowError
 
@@ -38,6 +39,18 @@ STATUS_CLASSES: Final = ("2xx", "3xx", "4xx", "5xx", "error")
 METHOD_OPERATIONS: Final = {"POST": "create", "GET": "read", "PATCH": "update", "DELETE": "delete"}
 REQUEST_BUCKETS: Final = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 NOT_REPORTED_REASONS: Final = ("job_gone", "gateway_unavailable")
+# Error codes whose series exist from the start (alerts use them); others appear when first seen.
+ERROR_CODES: Final = (
+    errors.INVALID_INPUT,
+    errors.TIMEOUT,
+    errors.CONNECTION_ERROR,
+    errors.INVALID_RESPONSE,
+    errors.RESULT_TOO_LARGE,
+    errors.AUTH_FAILED,
+    "429",
+)
+# A label value: one of the worker's own codes or an HTTP status; never free text.
+ERROR_CODE_LABEL: Final = re.compile(r"[A-Z][A-Z_]{0,39}|[1-5][0-9][0-9]")
 
 # No `*_created` series: they double the page and nobody alerts on them.
 disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -99,6 +112,16 @@ class WorkerMetrics:
         self._not_reported = {
             reason: not_reported.labels(reason=reason) for reason in NOT_REPORTED_REASONS
         }
+        self._job_errors = Counter(
+            "servicenow_worker_job_errors",
+            "Jobs whose operation ended in an error, by the code errorExpression sees as "
+            "error.code (docs/contract.md §6): the worker's own (RESULT_TOO_LARGE, TIMEOUT, ...) "
+            "or ServiceNow's HTTP status; counted whatever errorExpression then decided.",
+            ["code"],
+            registry=registry,
+        )
+        for code in ERROR_CODES:
+            self._job_errors.labels(code=code)
         request_seconds = Histogram(
             "servicenow_worker_servicenow_request_duration_seconds",
             "Duration of each HTTP request to ServiceNow (every in-process retry is a request), "
@@ -156,6 +179,9 @@ class WorkerMetrics:
         self, headers: Mapping[str, Any], variables: Mapping[str, Any], result: Outcome
     ) -> None:
         self._finished[operation_label(headers, variables), outcome_label(result)].inc()
+        if result.error_code is not None:
+            code = result.error_code if ERROR_CODE_LABEL.fullmatch(result.error_code) else "other"
+            self._job_errors.labels(code=code).inc()
 
     def job_handed_back(self, headers: Mapping[str, Any], variables: Mapping[str, Any]) -> None:
         self._finished[operation_label(headers, variables), "handed_back"].inc()
@@ -169,8 +195,7 @@ class WorkerMetrics:
     def gateway_reconnected(self) -> None:
         self._gateway_reconnects.inc()
 
-    def observe_request(self, method: str, status_class: str, seconds: float) -> None:
-        operation = METHOD_OPERATIONS.get(method, "unknown")
+    def observe_request(self, operation: str, status_class: str, seconds: float) -> None:
         self._request_seconds[operation, status_class].observe(seconds)
 
     def instrument(self, transport: httpx.AsyncBaseTransport) -> httpx.AsyncBaseTransport:
@@ -201,6 +226,17 @@ def outcome_label(result: Outcome) -> str:
     return "unknown"  # pragma: no cover - Outcome has no other kind
 
 
+def request_operation(request: httpx.Request) -> str:
+    """The operation an HTTP request to ServiceNow carries out: a Batch or Aggregate API call by
+    its path, a Table API request by its method (an idempotency lookup is a read)."""
+    path = request.url.path
+    if path.endswith("/batch"):
+        return Operation.BATCH.value
+    if "/stats/" in path:
+        return Operation.AGGREGATE.value
+    return METHOD_OPERATIONS.get(request.method, "unknown")
+
+
 def status_class(status: int) -> str:
     return f"{status // 100}xx" if 200 <= status < 600 else "error"
 
@@ -223,12 +259,14 @@ class _TimedTransport(httpx.AsyncBaseTransport):
         try:
             response = await self._inner.handle_async_request(request)
         except BaseException:
-            self._metrics.observe_request(request.method, "error", time.perf_counter() - started)
+            self._metrics.observe_request(
+                request_operation(request), "error", time.perf_counter() - started
+            )
             raise
         response.stream = _TimedStream(
             response.stream,
             self._metrics,
-            request.method,
+            request_operation(request),
             status_class(response.status_code),
             started,
         )
@@ -255,13 +293,13 @@ class _TimedStream(httpx.AsyncByteStream):
         self,
         inner: Any,
         metrics: WorkerMetrics,
-        method: str,
+        operation: str,
         status_class: str,
         started: float,
     ) -> None:
         self._inner = inner
         self._metrics = metrics
-        self._method = method
+        self._operation = operation
         self._status_class = status_class
         self._started = started
         self._observed = False
@@ -282,5 +320,5 @@ class _TimedStream(httpx.AsyncByteStream):
         if not self._observed:
             self._observed = True
             self._metrics.observe_request(
-                self._method, status_class, time.perf_counter() - self._started
+                self._operation, status_class, time.perf_counter() - self._started
             )

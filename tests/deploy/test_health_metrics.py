@@ -11,6 +11,7 @@ from servicenow_emulators.table_api import Fault, ServiceNowEmulator
 from servicenow_emulators.zeebe_gateway import ZeebeGatewayEmulator
 from servicenow_worker.app import open_worker, start_health_server
 from servicenow_worker.health import HealthServer, probe
+from servicenow_worker.inputs import Operation
 from servicenow_worker.metrics import WorkerMetrics, operation_label
 from servicenow_worker.zeebe import JobPump
 
@@ -97,6 +98,7 @@ async def test_metrics_move_by_the_jobs_the_worker_did(
     changed = delta(before, after)
     finished = "servicenow_worker_jobs_finished_total"
     requests = "servicenow_worker_servicenow_request_duration_seconds_count"
+    errors = "servicenow_worker_job_errors_total"
     expected = {
         ("servicenow_worker_jobs_activated_total", frozenset()): 5,
         (finished, frozenset({("operation", "create"), ("outcome", "completed")})): 1,
@@ -109,6 +111,10 @@ async def test_metrics_move_by_the_jobs_the_worker_did(
         (requests, frozenset({("operation", "delete"), ("status_class", "5xx")})): 1,
         (requests, frozenset({("operation", "delete"), ("status_class", "2xx")})): 1,
         (requests, frozenset({("operation", "update"), ("status_class", "4xx")})): 1,
+        # The code errorExpression would see: ServiceNow's status, or the worker's own.
+        (errors, frozenset({("code", "404")})): 1,
+        (errors, frozenset({("code", "INVALID_INPUT")})): 1,
+        (errors, frozenset({("code", "429")})): 1,
     }
     for key, moved in expected.items():
         assert changed.pop(key, 0) == moved, key
@@ -145,6 +151,29 @@ async def test_metrics_move_by_the_jobs_the_worker_did(
     assert value(after, "servicenow_worker_info", version="0.1.0") == 1
 
 
+async def test_batch_and_aggregate_requests_have_their_own_label(
+    gateway: ZeebeGatewayEmulator, worker: tuple[JobPump, HealthServer]
+) -> None:
+    """A Batch API call is a batch (not a create), an Aggregate API call an aggregate."""
+    pump, health = worker
+    assert health.port is not None
+    await wait_ready(gateway, pump)
+    before = await scrape(health.port)
+    for inputs in (
+        {"operation": "batch", "requests": [{"operation": "read", "table": "incident"}]},
+        {"operation": "aggregate", "table": "incident"},
+    ):
+        key = gateway.create_job(JOB_TYPE, job_variables(**inputs), {})
+        [done] = await gateway.wait_for_outcomes(key, 1)
+        assert done.kind == "complete", done
+    changed = delta(before, await scrape(health.port))
+    requests = "servicenow_worker_servicenow_request_duration_seconds_count"
+    assert {labels for (name, labels), moved in changed.items() if name == requests and moved} == {
+        frozenset({("operation", "batch"), ("status_class", "2xx")}),
+        frozenset({("operation", "aggregate"), ("status_class", "2xx")}),
+    }
+
+
 async def test_label_values_stay_bounded(
     gateway: ZeebeGatewayEmulator, worker: tuple[JobPump, HealthServer]
 ) -> None:
@@ -167,7 +196,7 @@ async def test_label_values_stay_bounded(
         pair for (name, pairs) in samples if name.startswith("servicenow_worker_") for pair in pairs
     }
     assert {value for name, value in labels if name == "operation"} <= {
-        "create", "read", "update", "delete", "unknown"
+        *(operation.value for operation in Operation), "unknown"
     }  # fmt: skip
     assert not any(name == "table" or "x_custom" in value for name, value in labels)
     assert (

@@ -597,7 +597,7 @@ class TestLostAnswers:
                 request(operation="delete", sysId="1"), deadline=deadline()
             )
         assert (response.status, response.result) == (204, None)
-        assert {"event": "delete_already_done", "table": "incident", "log_level": "info"} in logs
+        assert {"event": "delete_already_done", "what": "delete on incident", "log_level": "info"} in logs
 
     async def test_delete_of_a_missing_record_is_a_404(self) -> None:
         handler = self.answers(httpx.Response(404, json={}))

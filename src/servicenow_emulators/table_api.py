@@ -40,6 +40,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 
+from ._attachments import AttachmentApi
 from ._table_faults import (
     HIBERNATION_PAGE,
     Fault,
@@ -311,6 +312,9 @@ class ServiceNowEmulator:
             self.app.router.add_route("*", prefix + "/table/{table}", _unreachable)
             self.app.router.add_route("*", prefix + "/table/{table}/{sys_id}", _unreachable)
         self.app.router.add_post(TOKEN_PATH, self.oauth.token_endpoint)
+        # The Attachment API (`_attachments.py`), on the same records.
+        self.attachments = AttachmentApi(self._store, lambda r: self._authenticate(r).user)
+        self.attachments.add_routes(self.app.router)
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -580,7 +584,10 @@ class ServiceNowEmulator:
         version = match_info.get("version")
         method = request.headers.get("X-HTTP-Method-Override", request.method).upper()
 
-        body, body_invalid, oversize = await self._read_body(request)
+        streamed = self.attachments.reads_own_body(request)  # an upload reads its own body
+        body, body_invalid, oversize = (
+            (None, False, None) if streamed else await self._read_body(request)
+        )
         auth = self._authenticate(request)
         recorded = RecordedRequest(
             method=method,

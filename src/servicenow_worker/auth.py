@@ -40,9 +40,9 @@ from servicenow_worker.inputs import (
     ApiKeyAuthentication,
     BasicAuthentication,
     BearerAuthentication,
+    DestinationInputs,
     OAuthClientCredentials,
     OAuthPassword,
-    RecordRequest,
 )
 
 log = structlog.get_logger(__name__)
@@ -204,7 +204,7 @@ class Authenticator:
         self.http = http
         self.tokens = tokens
 
-    def credentials(self, request: RecordRequest) -> Credentials:
+    def credentials(self, request: DestinationInputs) -> Credentials:
         auth = request.authentication
         if isinstance(auth, BasicAuthentication):
             return Credentials({"Authorization": basic_header(auth)})

@@ -40,30 +40,57 @@ class Operation(StrEnum):
     READ = "read"
     UPDATE = "update"
     DELETE = "delete"
+    # Attachments and Camunda documents (docs/contract.md §11); names in lower case, as resolved.
+    ATTACH = "attach"
+    LIST_ATTACHMENTS = "listattachments"
+    DOWNLOAD = "download"
+    DELETE_ATTACHMENT = "deleteattachment"
 
 
 ALL_OPERATIONS: Final = frozenset(Operation)
 OPERATION_VALUES: Final = frozenset(op.value for op in Operation)
 WRITE_OPERATIONS: Final = frozenset({Operation.CREATE, Operation.UPDATE})
+TABLE_OPERATIONS: Final = frozenset(
+    {Operation.CREATE, Operation.READ, Operation.UPDATE, Operation.DELETE}
+)
 
 # Input name -> the operations that use it (others ignore it), and those that require it.
 USED_BY: Final[Mapping[str, frozenset[Operation]]] = {
     "instance": ALL_OPERATIONS,
     "authentication": ALL_OPERATIONS,
     "operation": ALL_OPERATIONS,
-    "table": ALL_OPERATIONS,
+    "table": ALL_OPERATIONS - {Operation.DELETE_ATTACHMENT},
     "payload": WRITE_OPERATIONS,
-    "query": frozenset({Operation.READ}),
-    "sysId": frozenset({Operation.READ, Operation.UPDATE, Operation.DELETE}),
-    "fields": ALL_OPERATIONS - {Operation.DELETE},
-    "limit": frozenset({Operation.READ}),
-    "offset": frozenset({Operation.READ}),
-    "displayValue": ALL_OPERATIONS - {Operation.DELETE},
-    "excludeReferenceLink": ALL_OPERATIONS - {Operation.DELETE},
+    "query": frozenset({Operation.READ, Operation.LIST_ATTACHMENTS, Operation.DOWNLOAD}),
+    "sysId": frozenset(
+        {
+            Operation.READ,
+            Operation.UPDATE,
+            Operation.DELETE,
+            Operation.ATTACH,
+            Operation.LIST_ATTACHMENTS,
+            Operation.DOWNLOAD,
+        }
+    ),
+    "fields": TABLE_OPERATIONS - {Operation.DELETE},
+    "limit": frozenset({Operation.READ, Operation.LIST_ATTACHMENTS}),
+    "offset": frozenset({Operation.READ, Operation.LIST_ATTACHMENTS}),
+    "displayValue": TABLE_OPERATIONS - {Operation.DELETE},
+    "excludeReferenceLink": TABLE_OPERATIONS - {Operation.DELETE},
+    "document": frozenset({Operation.ATTACH}),
+    "content": frozenset({Operation.ATTACH}),
+    "fileName": frozenset({Operation.ATTACH}),
+    "contentType": frozenset({Operation.ATTACH}),
+    "contentEncoding": frozenset({Operation.ATTACH}),
+    "attachmentSysId": frozenset({Operation.DOWNLOAD, Operation.DELETE_ATTACHMENT}),
+    "maxAttachments": frozenset({Operation.DOWNLOAD}),
 }
 REQUIRED_FOR: Final[Mapping[str, frozenset[Operation]]] = {
     "payload": WRITE_OPERATIONS,
-    "sysId": frozenset({Operation.UPDATE, Operation.DELETE}),
+    "sysId": frozenset(
+        {Operation.UPDATE, Operation.DELETE, Operation.ATTACH, Operation.LIST_ATTACHMENTS}
+    ),
+    "attachmentSysId": frozenset({Operation.DELETE_ATTACHMENT}),
 }
 INPUT_NAMES: Final = tuple(USED_BY)
 HEADER_ONLY_NAMES: Final = (
@@ -135,8 +162,16 @@ def operation_named(text: str) -> Operation | None:
     return Operation(lowered) if lowered in OPERATION_VALUES else None
 
 
+# How the documentation and messages write the operations (any case is accepted).
+OPERATION_NAMES: Final[Mapping[Operation, str]] = {
+    **{op: op.value for op in Operation},
+    Operation.LIST_ATTACHMENTS: "listAttachments",
+    Operation.DELETE_ATTACHMENT: "deleteAttachment",
+}
+
+
 def unknown_operation(value: Any) -> str:
-    return f"must be one of {', '.join(op.value for op in Operation)} (got {value!r})"
+    return f"must be one of {', '.join(OPERATION_NAMES.values())} (got {value!r})"
 
 
 def _input_value(name: str, headers: Mapping[str, Any], variables: Mapping[str, Any]) -> Any:

@@ -6,11 +6,11 @@ and only here, into the error tree of `errors.py`.
 
 import json
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 from urllib.parse import quote, urlencode
 
 import httpx
@@ -26,7 +26,7 @@ from servicenow_worker.errors import (
     ServiceNowRejected,
     ServiceNowUnavailable,
 )
-from servicenow_worker.inputs import Operation, RecordRequest
+from servicenow_worker.inputs import DestinationInputs, Operation, RecordRequest
 
 log = structlog.get_logger(__name__)
 
@@ -44,6 +44,9 @@ DETAIL_LIMIT: Final = 300
 IN_PROCESS_WAIT_LIMIT: Final = 5.0
 JSON_HEADERS: Final = {"Accept": "application/json"}
 BODY_HEADERS: Final = {"Accept": "application/json", "Content-Type": "application/json"}
+# What the worker reads of an error answer to a streamed request: enough for ServiceNow's envelope.
+ERROR_BODY_LIMIT: Final = 64 * 1024
+ResponseT = TypeVar("ResponseT")
 
 
 @dataclass(frozen=True)
@@ -79,8 +82,51 @@ class RetryPolicy:
     wait_max: float = IN_PROCESS_WAIT_LIMIT
 
 
+@dataclass(frozen=True)
+class ApiRequest:
+    """A request to one of ServiceNow's other REST APIs (the Attachment API), for `TableClient`.
+
+    `path` is encoded already (each value that came from outside quoted); `what` names the
+    request in messages, e.g. "attach on incident".
+    """
+
+    destination: DestinationInputs
+    method: str
+    path: str
+    what: str
+    params: Mapping[str, str] = field(default_factory=dict)
+
+    def url(self) -> str:
+        query = urlencode(self.params, quote_via=quote) if self.params else ""
+        return self.destination.base_url + self.path + (f"?{query}" if query else "")
+
+
+@dataclass(frozen=True)
+class ApiAnswer:
+    """ServiceNow's answer to an `ApiRequest`: its `result` (None for 204) and `X-Total-Count`."""
+
+    status: int
+    result: Any
+    total_count: int | None = None
+    body_bytes: int = 0
+
+
+class Download:
+    """A streamed answer: its headers now, its body chunk by chunk."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self._response = response
+        self.headers = response.headers
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """The body as it arrives; a connection that breaks is a `ServiceNowUnavailable`."""
+        with _translate_transport_errors():
+            async for chunk in self._response.aiter_bytes():
+                yield chunk
+
+
 class TableClient:
-    """Sends Table API requests over one shared, pooled `httpx.AsyncClient`."""
+    """Sends ServiceNow requests over one shared, pooled `httpx.AsyncClient`: the one seam."""
 
     def __init__(
         self,
@@ -106,6 +152,31 @@ class TableClient:
         # Once per job, not per attempt: the credential headers and (OAuth) the token flow.
         credentials = self._authenticator.credentials(request)
         headers = {**(BODY_HEADERS if body is not None else JSON_HEADERS), **credentials.headers}
+
+        async def once() -> TableResponse:
+            with _translate_transport_errors():
+                response = await self._http.request(
+                    method, url, content=body, headers=headers, auth=credentials.flow
+                )
+            return _table_response(request, response)
+
+        return await self._retrying(
+            method, once, deadline=deadline, what=_what(request), deleted=_deleted
+        )
+
+    async def _retrying(
+        self,
+        method: str,
+        once: Callable[[], Awaitable[ResponseT]],
+        *,
+        deadline: float,
+        what: str,
+        deleted: Callable[[], ResponseT] | None = None,
+    ) -> ResponseT:
+        """`once()` until it succeeds, fails for good, or the tries or the time are spent.
+
+        A DELETE answered 404 after an attempt whose answer was lost is done: `deleted()`.
+        """
         answer_lost = False
         budget = deadline - time.monotonic() - self._attempt_timeout - self._retry.wait_max
         retrying = stamina.retry_context(
@@ -119,14 +190,13 @@ class TableClient:
         async for attempt in retrying:
             with attempt:
                 try:
-                    return await self._send_once(
-                        request, method, url, body, headers, credentials.flow
-                    )
+                    return await once()
                 except ServiceNowRejected as rejected:
-                    if method == "DELETE" and rejected.status == 404 and answer_lost:
+                    lost = method == "DELETE" and rejected.status == 404 and answer_lost
+                    if lost and deleted is not None:
                         # The earlier attempt deleted it; only its answer was lost.
-                        log.info("delete_already_done", table=request.table)
-                        return TableResponse(status=204, result=None)
+                        log.info("delete_already_done", what=what)
+                        return deleted()
                     raise
                 except ServiceNowUnavailable as unavailable:
                     answer_lost = answer_lost or not unavailable.never_sent
@@ -145,20 +215,82 @@ class TableClient:
             return False
         return retry_after if retry_after is not None else True
 
-    async def _send_once(
+    # -- any other ServiceNow REST API (Attachment API): same credentials, retries and errors --
+
+    async def call(self, api: "ApiRequest", *, deadline: float) -> "ApiAnswer":
+        """One JSON request (no body), retried in-process where that is safe."""
+        credentials = self._authenticator.credentials(api.destination)
+        headers = {**JSON_HEADERS, **credentials.headers}
+        url = api.url()
+
+        async def once() -> ApiAnswer:
+            with _translate_transport_errors():
+                response = await self._http.request(
+                    api.method, url, headers=headers, auth=credentials.flow
+                )
+            return _api_answer(api.what, response)
+
+        return await self._retrying(
+            api.method, once, deadline=deadline, what=api.what, deleted=_deleted_answer
+        )
+
+    async def upload(
         self,
-        request: RecordRequest,
-        method: str,
-        url: str,
-        body: bytes | None,
-        headers: dict[str, str],
-        auth: httpx.Auth | None,
-    ) -> TableResponse:
+        api: "ApiRequest",
+        body: AsyncIterator[bytes],
+        *,
+        content_type: str,
+        content_length: int | None,
+    ) -> "ApiAnswer":
+        """Send a streamed body once: a stream read halfway cannot be sent again in-process, so a
+        failure is the job's to retry (docs/contract.md §6)."""
+        credentials = self._authenticator.credentials(api.destination)
+        headers = {**JSON_HEADERS, **credentials.headers, "Content-Type": content_type}
+        if content_length is not None:
+            headers["Content-Length"] = str(content_length)
         with _translate_transport_errors():
             response = await self._http.request(
-                method, url, content=body, headers=headers, auth=auth
+                api.method, api.url(), content=body, headers=headers, auth=credentials.flow
             )
-        return _table_response(request, response)
+        return _api_answer(api.what, response)
+
+    @asynccontextmanager
+    async def download(self, api: "ApiRequest", *, deadline: float) -> AsyncIterator["Download"]:
+        """A streamed answer: opened with in-process retries (a GET), then read chunk by chunk
+        by the caller; a break in the middle is a `ServiceNowUnavailable`."""
+        credentials = self._authenticator.credentials(api.destination)
+        headers = {"Accept": "*/*", **credentials.headers}
+        url = api.url()
+
+        async def once() -> httpx.Response:
+            with _translate_transport_errors():
+                request = self._http.build_request("GET", url, headers=headers)
+                response = await self._http.send(request, auth=credentials.flow, stream=True)
+            if response.status_code >= 300:
+                try:
+                    refused = await _read_bounded(response)
+                finally:
+                    await response.aclose()
+                _api_answer(api.what, refused)  # raises the status's error
+            return response
+
+        response = await self._retrying("GET", once, deadline=deadline, what=api.what)
+        try:
+            yield Download(response)
+        finally:
+            await response.aclose()
+
+
+def _what(request: RecordRequest) -> str:
+    return f"{request.operation} on {request.table}"
+
+
+def _deleted() -> TableResponse:
+    return TableResponse(status=204, result=None)
+
+
+def _deleted_answer() -> ApiAnswer:
+    return ApiAnswer(status=204, result=None)
 
 
 def _encoded_payload(request: RecordRequest) -> bytes | None:
@@ -231,10 +363,10 @@ def _table_response(request: RecordRequest, response: httpx.Response) -> TableRe
             status=status,
         )
     if status >= 400:
-        raise _status_error(request, response)
+        raise _status_error(_what(request), response)
     if status == 204 or not response.content:
         return TableResponse(status=status, result=None)
-    body = _json_body(request, response)
+    body = _json_body(_what(request), response)
     is_list = request.operation is Operation.READ and request.sys_id is None
     if not is_list:
         return TableResponse(status=status, result=body["result"], body_bytes=len(response.content))
@@ -250,9 +382,47 @@ def _table_response(request: RecordRequest, response: httpx.Response) -> TableRe
     )
 
 
-def _json_body(request: RecordRequest, response: httpx.Response) -> dict[str, Any]:
+def _api_answer(what: str, response: httpx.Response) -> ApiAnswer:
+    status = response.status_code
+    if 300 <= status < 400:
+        raise ServiceNowUnavailable(
+            INVALID_RESPONSE,
+            f"ServiceNow redirected {what} to {response.headers.get('Location', 'another page')}: "
+            "the instance may be hibernating or the URL may be wrong",
+            status=status,
+        )
+    if status >= 400:
+        raise _status_error(what, response)
+    if status == 204 or not response.content:
+        return ApiAnswer(status=status, result=None)
+    total = response.headers.get("X-Total-Count")
+    return ApiAnswer(
+        status=status,
+        result=_json_body(what, response)["result"],
+        total_count=int(total) if total is not None and total.isdigit() else None,
+        body_bytes=len(response.content),
+    )
+
+
+async def _read_bounded(response: httpx.Response) -> httpx.Response:
+    """A streamed error answer with at most `ERROR_BODY_LIMIT` bytes of its body read."""
+    kept = bytearray()
+    with _translate_transport_errors():
+        async for chunk in response.aiter_bytes():
+            kept += chunk
+            if len(kept) >= ERROR_BODY_LIMIT:
+                break
+    headers = [(k, v) for k, v in response.headers.multi_items() if k.lower() != "content-encoding"]
+    return httpx.Response(
+        response.status_code,
+        headers=headers,
+        content=bytes(kept[:ERROR_BODY_LIMIT]),
+        request=response.request,
+    )
+
+
+def _json_body(where: str, response: httpx.Response) -> dict[str, Any]:
     content_type = response.headers.get("Content-Type", "")
-    where = f"{request.operation} on {request.table}"
     if "json" not in content_type.lower():
         hibernating = b"Hibernating" in response.content[:4096]
         hint = (
@@ -293,13 +463,11 @@ def _has_more(request: RecordRequest, response: httpx.Response, total: int | Non
 
 
 def _status_error(
-    request: RecordRequest, response: httpx.Response
+    what: str, response: httpx.Response
 ) -> ServiceNowRejected | ServiceNowUnavailable:
     status = response.status_code
     body = _parse_error_body(response)
-    message = (
-        f"ServiceNow answered {status} to {request.operation} on {request.table}{_error_text(body)}"
-    )
+    message = f"ServiceNow answered {status} to {what}{_error_text(body)}"
     variables = {"status": status, "body": body}
     if status in RETRYABLE_STATUSES or status >= 500:
         return ServiceNowUnavailable(

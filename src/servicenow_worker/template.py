@@ -37,6 +37,7 @@ from servicenow_worker.inputs import (
     HEADER_ONLY_NAMES,
     INPUT_NAMES,
     INSTANCE_NAME,
+    OPERATION_NAMES,
     REQUIRED_FOR,
     SYS_ID_PATTERN,
     TABLE_NAME,
@@ -47,6 +48,11 @@ from servicenow_worker.inputs import (
     Operation,
 )
 from servicenow_worker.operations import OPERATIONS
+from servicenow_worker.operations.attachments import (
+    DEFAULT_MAX_ATTACHMENTS,
+    MAX_ATTACHMENTS_LIMIT,
+    MEDIA_TYPE,
+)
 from servicenow_worker.secrets import PLACEHOLDER
 from servicenow_worker.settings import Settings
 
@@ -112,6 +118,11 @@ GROUPS: Final = (
     Group("operation", "Operation"),
     Group("record", "Record"),
     Group(
+        "attachment",
+        "Attachment",
+        "Files between the record and Camunda documents: attach, list, download, delete.",
+    ),
+    Group(
         "query",
         "Query and response options",
         "What a read returns, and how records come back from create, read and update.",
@@ -161,12 +172,16 @@ INPUT_LOOKS: Final[Mapping[str, Look]] = {
         group="operation",
         description="What to do with the record.",
         kind="Dropdown",
-        value=Operation.CREATE.value,
+        value=OPERATION_NAMES[Operation.CREATE],
         choice_labels={
-            Operation.CREATE: "Create a record",
-            Operation.READ: "Read records (one by Sys ID, or a list by query)",
-            Operation.UPDATE: "Update a record",
-            Operation.DELETE: "Delete a record",
+            OPERATION_NAMES[Operation.CREATE]: "Create a record",
+            OPERATION_NAMES[Operation.READ]: "Read records (one by Sys ID, or a list by query)",
+            OPERATION_NAMES[Operation.UPDATE]: "Update a record",
+            OPERATION_NAMES[Operation.DELETE]: "Delete a record",
+            OPERATION_NAMES[Operation.ATTACH]: "Attach documents or content to a record",
+            OPERATION_NAMES[Operation.LIST_ATTACHMENTS]: "List a record's attachments",
+            OPERATION_NAMES[Operation.DOWNLOAD]: "Download attachments as Camunda documents",
+            OPERATION_NAMES[Operation.DELETE_ATTACHMENT]: "Delete an attachment",
         },
     ),
     "table": Look(
@@ -263,6 +278,84 @@ INPUT_LOOKS: Final[Mapping[str, Look]] = {
             "true": "Display values (names, choice labels)",
             "all": "Both (value and display_value per field)",
         },
+    ),
+    "document": Look(
+        label="Documents",
+        group="attachment",
+        description=(
+            "Camunda documents to attach, one or a list, as a FEEL expression: "
+            "<code>=invoiceFiles</code> (a form's file picker gives a list). Each becomes one "
+            "attachment with the document's file name and type. Or leave it empty and give "
+            "content."
+        ),
+        feel="required",
+        placeholder="=invoiceFiles",
+    ),
+    "content": Look(
+        label="Content",
+        group="attachment",
+        description=(
+            "Instead of documents: the file's content, as text or base64 (see encoding), "
+            'such as <code>="Customer called at " + string(now())</code>. Needs a file name.'
+        ),
+        kind="Text",
+        feel="optional",
+    ),
+    "fileName": Look(
+        label="File name",
+        group="attachment",
+        description=(
+            "The attachment's file name, such as <code>call-notes.txt</code>: required with "
+            "content; renames a single document."
+        ),
+        feel="optional",
+        placeholder="call-notes.txt",
+        pattern_message="must be a file name without / or \\, such as invoice.pdf.",
+    ),
+    "contentType": Look(
+        label="Content type",
+        group="attachment",
+        description=(
+            "The MIME type, such as <code>application/pdf</code>. Empty: the document's own type; "
+            "for content text/plain, or application/octet-stream with base64."
+        ),
+        feel="optional",
+        placeholder="text/plain",
+        pattern_message="must be a MIME type such as application/pdf.",
+    ),
+    "contentEncoding": Look(
+        label="Content encoding",
+        group="attachment",
+        description="How the content is written: plain text (sent as UTF-8) or base64.",
+        kind="Dropdown",
+        value="text",
+        choice_labels={"text": "Text (UTF-8)", "base64": "Base64"},
+    ),
+    "attachmentSysId": Look(
+        label="Attachment Sys ID",
+        group="attachment",
+        description=(
+            "The attachment's <code>sys_id</code> (from listAttachments or attach): "
+            "<code>=attachments.result[1].sys_id</code>. For download, leave it empty to "
+            "download every attachment of the record (Sys ID above)."
+        ),
+        feel="optional",
+        placeholder="=attachments.result[1].sys_id",
+        pattern_message=(
+            "must be an attachment's sys_id or a FEEL expression such as "
+            "=attachments.result[1].sys_id."
+        ),
+    ),
+    "maxAttachments": Look(
+        label="Most attachments",
+        group="attachment",
+        description=(
+            f"Download of a whole record: at most this many files, {DEFAULT_MAX_ATTACHMENTS} "
+            "when empty. More matching attachments fail the job (narrow the query) rather "
+            "than drop some silently."
+        ),
+        placeholder=str(DEFAULT_MAX_ATTACHMENTS),
+        pattern_message=f"must be a whole number from 1 to {MAX_ATTACHMENTS_LIMIT}.",
     ),
     "excludeReferenceLink": Look(
         label="Exclude reference links",
@@ -459,14 +552,19 @@ PATTERNS: Final[Mapping[str, str]] = {
     "offset": OFFSET_PATTERN,
     "fields": FIELDS_PATTERN,
     "idempotencyField": IDEMPOTENCY_FIELD_PATTERN,
+    "fileName": r"^[^/\\]{1,255}$",
+    "contentType": f"^{MEDIA_TYPE.pattern}$",
+    "attachmentSysId": SYS_ID_PATTERN,
+    "maxAttachments": rf"^([1-9][0-9]?|{MAX_ATTACHMENTS_LIMIT})$",
     "resultVariable": VARIABLE_NAME_PATTERN,
     "retryBackoff": DURATION_PATTERN,
     "retries": RETRIES_PATTERN,
 }
 # Values the model allows, for the dropdowns.
 ALLOWED_VALUES: Final[Mapping[str, tuple[str, ...]]] = {
-    "operation": tuple(op.value for op in Operation),
+    "operation": tuple(OPERATION_NAMES.values()),
     "displayValue": DISPLAY_VALUES,
+    "contentEncoding": ("text", "base64"),
 }
 # Needed by the worker's default SERVICENOW_URL_TEMPLATE although the model lets it be absent.
 REQUIRED_IN_MODELER: Final = frozenset({"instance"})
@@ -645,6 +743,7 @@ def _model_requires(name: str) -> bool:
 
 
 def _table_properties(look: Look) -> Iterator[dict[str, Any]]:
+    used = _operations_condition(USED_BY["table"])
     choices = [{"name": f"{label} [{table}]", "value": table} for label, table in COMMON_TABLES]
     choices.append({"name": "Other (type its name)", "value": OTHER_TABLE})
     yield {
@@ -657,6 +756,7 @@ def _table_properties(look: Look) -> Iterator[dict[str, Any]]:
         "choices": choices,
         # Only the Modeler reads this: it remembers the choice. The worker reads `table`.
         "binding": {"type": "zeebe:property", "name": TABLE_CHOICE_ID},
+        **_condition_entry(used),
     }
     for _, table in COMMON_TABLES:
         yield {
@@ -665,14 +765,14 @@ def _table_properties(look: Look) -> Iterator[dict[str, Any]]:
             "type": "Hidden",
             "value": table,
             "binding": {"type": "zeebe:input", "name": "table"},
-            "condition": {"property": TABLE_CHOICE_ID, "equals": table},
+            "condition": _all_of(used, {"property": TABLE_CHOICE_ID, "equals": table}),
         }
     yield _property(
         "table",
         look,
         {"type": "zeebe:input", "name": "table"},
         required=True,
-        condition={"property": TABLE_CHOICE_ID, "equals": OTHER_TABLE},
+        condition=_all_of(used, {"property": TABLE_CHOICE_ID, "equals": OTHER_TABLE}),
     )
 
 
@@ -773,10 +873,18 @@ def _constraints(name: str, look: Look, *, required: bool) -> dict[str, Any]:
 def _operations_condition(operations: frozenset[Operation]) -> dict[str, Any] | None:
     if operations == ALL_OPERATIONS:
         return None
-    values = [op.value for op in Operation if op in operations]
+    values = [OPERATION_NAMES[op] for op in Operation if op in operations]
     if len(values) == 1:
         return {"property": "operation", "equals": values[0]}
     return {"property": "operation", "oneOf": values}
+
+
+def _condition_entry(condition: dict[str, Any] | None) -> dict[str, Any]:
+    return {} if condition is None else {"condition": condition}
+
+
+def _all_of(first: dict[str, Any] | None, second: dict[str, Any]) -> dict[str, Any]:
+    return second if first is None else {"allMatch": [first, second]}
 
 
 def _group(group: Group) -> dict[str, str]:

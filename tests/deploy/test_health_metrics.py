@@ -11,6 +11,7 @@ from servicenow_emulators.table_api import Fault, ServiceNowEmulator
 from servicenow_emulators.zeebe_gateway import ZeebeGatewayEmulator
 from servicenow_worker.app import open_worker, start_health_server
 from servicenow_worker.health import HealthServer, probe
+from servicenow_worker.inputs import Operation
 from servicenow_worker.metrics import WorkerMetrics, operation_label
 from servicenow_worker.zeebe import JobPump
 
@@ -167,7 +168,7 @@ async def test_label_values_stay_bounded(
         pair for (name, pairs) in samples if name.startswith("servicenow_worker_") for pair in pairs
     }
     assert {value for name, value in labels if name == "operation"} <= {
-        "create", "read", "update", "delete", "unknown"
+        *(operation.value for operation in Operation), "unknown"
     }  # fmt: skip
     assert not any(name == "table" or "x_custom" in value for name, value in labels)
     assert (

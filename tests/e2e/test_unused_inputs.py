@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from servicenow_emulators.table_api import RecordedRequest, ServiceNowEmulator
-from servicenow_worker.inputs import USED_BY
+from servicenow_worker.inputs import USED_BY, operation_named
 
 from .conftest import RunJob, job_variables
 
@@ -28,6 +28,20 @@ LEFTOVER_VARIABLES: dict[str, Any] = {
     "offset": 7,
     "displayValue": "all",
     "excludeReferenceLink": "true",
+    "document": {
+        "camunda.document.type": "camunda",
+        "storeId": "in-memory",
+        "documentId": "4f0c0d6e-0000-4000-8000-000000000001",
+        "contentHash": "abc",
+        "metadata": {"fileName": "left.pdf", "contentType": "application/pdf", "size": 3},
+    },
+    "content": "left by an earlier attach",
+    "fileName": "left.txt",
+    "contentType": "text/csv",
+    "contentEncoding": "base64",
+    "attachmentSysId": "0123456789abcdef0123456789abcdef",
+    "maxAttachments": 3,
+    "table": "sys_user",
 }
 # As task headers: values no operation accepts (an operation that read them would fail with an
 # input error), and a query, which any text is.
@@ -40,6 +54,14 @@ INVALID_HEADERS: dict[str, Any] = {
     "offset": "-1",
     "displayValue": "maybe",
     "excludeReferenceLink": "perhaps",
+    "document": "not a document",
+    "content": "any text is content",
+    "fileName": "a/b",
+    "contentType": "nonsense",
+    "contentEncoding": "rot13",
+    "attachmentSysId": "../other",
+    "maxAttachments": "0",
+    "table": "../sys_user",
 }
 
 OwnInputs = Callable[[ServiceNowEmulator], dict[str, Any]]
@@ -64,26 +86,43 @@ def _delete(servicenow: ServiceNowEmulator) -> dict[str, Any]:
     return {"table": "incident", "sysId": record["sys_id"]}
 
 
+def _list_attachments(servicenow: ServiceNowEmulator) -> dict[str, Any]:
+    record = servicenow.insert("incident", {"short_description": "with a file"})
+    servicenow.attachments.add("incident", record["sys_id"], "a.txt", b"a")
+    return {"table": "incident", "sysId": record["sys_id"]}
+
+
+def _delete_attachment(servicenow: ServiceNowEmulator) -> dict[str, Any]:
+    record = servicenow.insert("incident", {"short_description": "with a file"})
+    attachment = servicenow.attachments.add("incident", record["sys_id"], "a.txt", b"a")
+    return {"attachmentSysId": attachment["sys_id"]}
+
+
 OPERATIONS: dict[str, OwnInputs] = {
     "create": _create,
     "read": _read,
     "update": _update,
     "delete": _delete,
+    "listAttachments": _list_attachments,
+    "deleteAttachment": _delete_attachment,
 }
 
 
 def _shape(request: RecordedRequest, own: dict[str, Any]) -> tuple[Any, ...]:
     """What ServiceNow received, with this job's own sys_id written as a placeholder."""
-    sys_id = own.get("sysId", "")
-    path = request.path.replace(sys_id, "{sysId}") if sys_id else request.path
-    return request.method, path, request.query, request.body
+    path, query = request.path, dict(request.query)
+    for name in ("sysId", "attachmentSysId"):
+        if own.get(name):
+            path = path.replace(own[name], "{" + name + "}")
+            query = {k: v.replace(own[name], "{" + name + "}") for k, v in query.items()}
+    return request.method, path, query, request.body
 
 
 @pytest.mark.parametrize("operation", list(OPERATIONS))
 async def test_inputs_the_operation_does_not_use_change_nothing(
     operation: str, run_job: RunJob, servicenow: ServiceNowEmulator
 ) -> None:
-    foreign = {name for name, users in USED_BY.items() if operation not in users}
+    foreign = {name for name, users in USED_BY.items() if operation_named(operation) not in users}
     assert foreign, "every operation leaves some input unused"
     assert foreign <= set(LEFTOVER_VARIABLES)
 

@@ -16,7 +16,7 @@ from servicenow_worker.inputs import (
     unknown_operation,
     validated,
 )
-from servicenow_worker.operations import table
+from servicenow_worker.operations import attachments, table
 from servicenow_worker.operations.family import Answer, JobContext, OperationFamily
 
 __all__ = ["OPERATIONS", "Answer", "JobContext", "OperationFamily", "parse_inputs"]
@@ -26,6 +26,10 @@ OPERATIONS: Final[Mapping[Operation, OperationFamily[Any]]] = {
     Operation.READ: table.TABLE,
     Operation.UPDATE: table.TABLE,
     Operation.DELETE: table.TABLE,
+    Operation.ATTACH: attachments.ATTACH,
+    Operation.LIST_ATTACHMENTS: attachments.LIST,
+    Operation.DOWNLOAD: attachments.DOWNLOAD,
+    Operation.DELETE_ATTACHMENT: attachments.DELETE,
 }
 
 

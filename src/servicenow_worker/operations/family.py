@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
+from servicenow_worker.camunda_documents import DocumentStore
 from servicenow_worker.inputs import DestinationInputs, OutputOptions
 from servicenow_worker.servicenow import TableClient
 from servicenow_worker.settings import Settings
@@ -40,6 +41,9 @@ class JobContext:
     deadline: float
     process_instance_key: int
     element_instance_key: int
+    bpmn_process_id: str = ""
+    # Camunda's document store (None: CAMUNDA_REST_ADDRESS is not set).
+    documents: DocumentStore | None = None
 
 
 @dataclass(frozen=True)

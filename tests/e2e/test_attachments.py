@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from servicenow_emulators.camunda_documents import CamundaDocumentsEmulator
-from servicenow_emulators.table_api import ServiceNowEmulator
+from servicenow_emulators.camunda_documents import CamundaDocumentsEmulator, DocumentFault
+from servicenow_emulators.table_api import Fault, ServiceNowEmulator
 from servicenow_emulators.zeebe_gateway import JobOutcome, ZeebeGatewayEmulator
 from servicenow_worker.zeebe import JobPump
 
@@ -18,6 +18,7 @@ from .conftest import JOB_TYPE, USER, StartWorker, job_variables
 
 PDF = b"%PDF-1.7\n" + bytes(range(256)) * 300
 ATTACHMENT_FILE = "/api/now/attachment/file"
+FIFTY_MB = bytes(range(256)) * (50 * 1024 * 4)
 
 
 @pytest.fixture(name="documents")
@@ -212,3 +213,329 @@ class TestDownload:
         assert answer["count"] == 2
         assert [r["metadata"]["fileName"] for r in answer["result"]] == ["a.pdf", "c.pdf"]
         assert sorted(d.data for d in documents.documents.values()) == [b"%PDF-a", b"%PDF-c"]
+
+
+def uploads(servicenow: ServiceNowEmulator) -> list[Any]:
+    return [r for r in servicenow.requests if r.path == ATTACHMENT_FILE]
+
+
+class TestAttachFailures:
+    async def test_unknown_document_type(
+        self, jobs: Jobs, servicenow: ServiceNowEmulator, documents: CamundaDocumentsEmulator
+    ) -> None:
+        """A reference of a type the worker cannot read: retries 0, no request anywhere."""
+        sys_id = incident(servicenow)
+        external = {"camunda.document.type": "external", "url": "https://example.com/a.pdf"}
+        outcome = await jobs.run(attach(sys_id, document=external))
+        assert (outcome.kind, outcome.retries) == ("fail", 0)
+        assert "camunda.document.type 'external'" in outcome.error_message
+        assert servicenow.requests == [] and documents.requests == []
+
+    @pytest.mark.parametrize("gone", ["deleted", "expired"])
+    async def test_missing_or_expired_document(
+        self,
+        jobs: Jobs,
+        servicenow: ServiceNowEmulator,
+        documents: CamundaDocumentsEmulator,
+        gone: str,
+    ) -> None:
+        """A document the store no longer has (404): retries 0; nothing attached."""
+        sys_id = incident(servicenow)
+        reference = documents.add(PDF, file_name="invoice.pdf")
+        if gone == "deleted":
+            del documents.documents[reference["documentId"]]
+        else:
+            documents.expire(reference["documentId"])
+        outcome = await jobs.run(attach(sys_id, document=reference))
+        assert (outcome.kind, outcome.retries) == ("fail", 0)
+        assert "404" in outcome.error_message
+        assert "does not exist or has expired" in outcome.error_message
+        assert servicenow.attachments.attachments() == []
+
+    async def test_hash_mismatch(
+        self, jobs: Jobs, servicenow: ServiceNowEmulator, documents: CamundaDocumentsEmulator
+    ) -> None:
+        """A reference whose contentHash the store refuses (400): retries 0; nothing attached."""
+        sys_id = incident(servicenow)
+        reference = {**documents.add(PDF, file_name="invoice.pdf"), "contentHash": "f" * 64}
+        outcome = await jobs.run(attach(sys_id, document=reference))
+        assert (outcome.kind, outcome.retries) == ("fail", 0)
+        assert "does not match the stored document" in outcome.error_message
+        assert servicenow.attachments.attachments() == []
+
+    @pytest.mark.parametrize("refusal", ["extension", "mime"])
+    async def test_servicenow_refuses_the_file(
+        self,
+        jobs: Jobs,
+        servicenow: ServiceNowEmulator,
+        documents: CamundaDocumentsEmulator,
+        refusal: str,
+    ) -> None:
+        """A blocked extension or a type that does not match the bytes, answered by ServiceNow:
+        retries 0 with ServiceNow's words; nothing stored."""
+        sys_id = incident(servicenow)
+        if refusal == "extension":
+            servicenow.attachments.allowed_extensions = {"pdf"}
+            reference = documents.add(b"MZ\x90", file_name="tool.exe")
+        else:
+            servicenow.attachments.mime_type_validation = True
+            reference = documents.add(
+                b"not a pdf", file_name="x.pdf", content_type="application/pdf"
+            )
+        outcome = await jobs.run(attach(sys_id, document=reference))
+        assert (outcome.kind, outcome.retries) == ("fail", 0)
+        expected = "'exe' is not allowed" if refusal == "extension" else "does not match its MIME"
+        assert "ServiceNow answered 400" in outcome.error_message
+        assert expected in outcome.error_message
+        assert servicenow.attachments.attachments() == []
+
+    async def test_record_not_found(
+        self, jobs: Jobs, servicenow: ServiceNowEmulator, documents: CamundaDocumentsEmulator
+    ) -> None:
+        outcome = await jobs.run(attach("0" * 32, content="x", fileName="a.txt"))
+        assert (outcome.kind, outcome.retries) == ("fail", 0)
+        assert f"incident record {'0' * 32} does not exist" in outcome.error_message
+        assert servicenow.attachments.attachments() == []
+
+    async def test_too_large_by_its_metadata(
+        self, jobs: Jobs, servicenow: ServiceNowEmulator, documents: CamundaDocumentsEmulator
+    ) -> None:
+        """A document whose size exceeds WORKER_MAX_ATTACHMENT_BYTES: retries 0 naming both,
+        before a byte is read or written."""
+        sys_id = incident(servicenow)
+        jobs.settings = {"worker_max_attachment_bytes": 1000}
+        reference = documents.add(PDF, file_name="invoice.pdf")
+        outcome = await jobs.run(attach(sys_id, document=reference))
+        assert (outcome.kind, outcome.retries) == ("fail", 0)
+        assert f"invoice.pdf is {len(PDF)} bytes" in outcome.error_message
+        assert "WORKER_MAX_ATTACHMENT_BYTES allows 1000 bytes" in outcome.error_message
+        assert servicenow.requests == []
+        assert [r.method for r in documents.requests] == []
+
+    async def test_too_large_found_while_streaming(
+        self, jobs: Jobs, servicenow: ServiceNowEmulator, documents: CamundaDocumentsEmulator
+    ) -> None:
+        """A reference without a size: the limit stops the stream; ServiceNow keeps nothing."""
+        sys_id = incident(servicenow)
+        jobs.settings = {"worker_max_attachment_bytes": 1000}
+        reference = documents.add(PDF, file_name="invoice.pdf")
+        del reference["metadata"]["size"]
+        outcome = await jobs.run(attach(sys_id, document=reference))
+        assert (outcome.kind, outcome.retries) == ("fail", 0)
+        assert "WORKER_MAX_ATTACHMENT_BYTES allows 1000 bytes" in outcome.error_message
+        assert servicenow.attachments.attachments() == []
+
+    async def test_document_store_unavailable_is_retried(
+        self, jobs: Jobs, servicenow: ServiceNowEmulator, documents: CamundaDocumentsEmulator
+    ) -> None:
+        sys_id = incident(servicenow)
+        reference = documents.add(PDF, file_name="invoice.pdf")
+        documents.inject(DocumentFault("error", method="GET", status=503))
+        outcome = await jobs.run(attach(sys_id, document=reference))
+        assert (outcome.kind, outcome.retries) == ("fail", 2)
+        assert "document store answered 503" in outcome.error_message
+        assert servicenow.attachments.attachments() == []
+
+    async def test_servicenow_5xx_is_retried(
+        self, jobs: Jobs, servicenow: ServiceNowEmulator, documents: CamundaDocumentsEmulator
+    ) -> None:
+        sys_id = incident(servicenow)
+        reference = documents.add(PDF, file_name="invoice.pdf")
+        servicenow.inject(Fault.service_unavailable(path=ATTACHMENT_FILE))
+        outcome = await jobs.run(attach(sys_id, document=reference))
+        assert (outcome.kind, outcome.retries) == ("fail", 2)
+        assert "ServiceNow answered 503" in outcome.error_message
+        assert servicenow.attachments.attachments() == []
+
+    async def test_document_cut_mid_stream(
+        self, jobs: Jobs, servicenow: ServiceNowEmulator, documents: CamundaDocumentsEmulator
+    ) -> None:
+        """The document store drops the connection mid-file: retryable, named as the store's
+        fault; the upload to ServiceNow is broken off, so no half file is attached."""
+        sys_id = incident(servicenow)
+        reference = documents.add(PDF * 20, file_name="big.pdf")
+        documents.cut_next_download(100_000)
+        outcome = await jobs.run(attach(sys_id, document=reference))
+        assert (outcome.kind, outcome.retries) == ("fail", 2)
+        assert "connection to the document store broke" in outcome.error_message
+        assert len(uploads(servicenow)) == 1
+        assert servicenow.attachments.attachments() == []
+
+    async def test_lost_answer_then_retry_adds_no_second_copy(
+        self, jobs: Jobs, servicenow: ServiceNowEmulator, documents: CamundaDocumentsEmulator
+    ) -> None:
+        """ServiceNow stores the attachment but its answer is lost: the job is retried, and the
+        retry returns the existing attachment with deduplicated: true."""
+        sys_id = incident(servicenow)
+        reference = documents.add(PDF, file_name="invoice.pdf", content_type="application/pdf")
+        servicenow.inject(Fault.drop_after_processing(path=ATTACHMENT_FILE))
+        first = await jobs.run(attach(sys_id, document=reference))
+        assert (first.kind, first.retries) == ("fail", 2)
+        [stored] = servicenow.attachments.attachments(sys_id)
+        again = await jobs.run(attach(sys_id, document=reference))
+        assert again.kind == "complete", again.error_message
+        answer = again.variables["answer"]
+        assert answer["deduplicated"] is True
+        assert answer["result"]["sys_id"] == stored["sys_id"]
+        assert len(servicenow.attachments.attachments(sys_id)) == 1
+        assert len(uploads(servicenow)) == 1
+
+    async def test_same_name_and_size_but_other_bytes_is_attached(
+        self, jobs: Jobs, servicenow: ServiceNowEmulator, documents: CamundaDocumentsEmulator
+    ) -> None:
+        """Deduplication compares the hash ServiceNow gives: a different file of the same name
+        and size is a new attachment."""
+        sys_id = incident(servicenow)
+        servicenow.attachments.add("incident", sys_id, "note.txt", b"aaaa", "text/plain")
+        outcome = await jobs.run(attach(sys_id, content="bbbb", fileName="note.txt"))
+        assert outcome.kind == "complete", outcome.error_message
+        assert "deduplicated" not in outcome.variables["answer"]
+        assert len(servicenow.attachments.attachments(sys_id)) == 2
+
+
+def download_one(attachment_sys_id: str) -> dict[str, Any]:
+    return job_variables(operation="download", attachmentSysId=attachment_sys_id)
+
+
+class TestDownloadFailures:
+    async def test_attachment_not_found(
+        self, jobs: Jobs, documents: CamundaDocumentsEmulator
+    ) -> None:
+        outcome = await jobs.run(download_one("0" * 32))
+        assert (outcome.kind, outcome.retries) == ("fail", 0)
+        assert f"attachment {'0' * 32} does not exist" in outcome.error_message
+        assert documents.requests == []
+
+    async def test_record_not_found(self, jobs: Jobs, documents: CamundaDocumentsEmulator) -> None:
+        outcome = await jobs.run(
+            job_variables(operation="download", table="incident", sysId="0" * 32)
+        )
+        assert (outcome.kind, outcome.retries) == ("fail", 0)
+        assert f"incident record {'0' * 32} does not exist" in outcome.error_message
+        assert documents.requests == []
+
+    async def test_more_attachments_than_allowed(
+        self, jobs: Jobs, servicenow: ServiceNowEmulator, documents: CamundaDocumentsEmulator
+    ) -> None:
+        sys_id = incident(servicenow)
+        for index in range(3):
+            servicenow.attachments.add("incident", sys_id, f"{index}.txt", b"x")
+        outcome = await jobs.run(
+            job_variables(operation="download", table="incident", sysId=sys_id, maxAttachments=2)
+        )
+        assert (outcome.kind, outcome.retries) == ("fail", 0)
+        assert "has 3 attachments matching; maxAttachments is 2" in outcome.error_message
+        assert documents.requests == []
+
+    async def test_too_large_before_anything_is_written(
+        self, jobs: Jobs, servicenow: ServiceNowEmulator, documents: CamundaDocumentsEmulator
+    ) -> None:
+        sys_id = incident(servicenow)
+        record = servicenow.attachments.add("incident", sys_id, "scan.pdf", PDF)
+        jobs.settings = {"worker_max_attachment_bytes": 1000}
+        outcome = await jobs.run(download_one(record["sys_id"]))
+        assert (outcome.kind, outcome.retries) == ("fail", 0)
+        assert f"scan.pdf is {len(PDF)} bytes" in outcome.error_message
+        assert "WORKER_MAX_ATTACHMENT_BYTES" in outcome.error_message
+        assert documents.requests == []
+
+    async def test_connection_dropped_mid_50_mb(
+        self, jobs: Jobs, servicenow: ServiceNowEmulator, documents: CamundaDocumentsEmulator
+    ) -> None:
+        """ServiceNow drops the connection 20 MB into a 50 MB file: retryable; the document
+        store keeps nothing of it; the attachment is untouched."""
+        sys_id = incident(servicenow)
+        record = servicenow.attachments.add("incident", sys_id, "video.mp4", FIFTY_MB)
+        servicenow.attachments.cut_next_download(20 * 1024 * 1024)
+        outcome = await jobs.run(download_one(record["sys_id"]))
+        assert (outcome.kind, outcome.retries) == ("fail", 2)
+        assert "connection to ServiceNow broke" in outcome.error_message
+        assert documents.documents == {}
+        assert [r.method for r in documents.requests].count("POST") == 1
+        assert servicenow.attachments.attachments(sys_id) == [
+            servicenow.attachments.attachments(sys_id)[0]
+        ]
+        again = await jobs.run(download_one(record["sys_id"]))
+        assert again.kind == "complete", again.error_message
+        [stored] = documents.documents.values()
+        assert stored.data == FIFTY_MB
+
+    async def test_document_store_5xx_is_retried(
+        self, jobs: Jobs, servicenow: ServiceNowEmulator, documents: CamundaDocumentsEmulator
+    ) -> None:
+        sys_id = incident(servicenow)
+        record = servicenow.attachments.add("incident", sys_id, "scan.pdf", PDF)
+        documents.inject(DocumentFault("error", method="POST", status=500))
+        outcome = await jobs.run(download_one(record["sys_id"]))
+        assert (outcome.kind, outcome.retries) == ("fail", 2)
+        assert "document store answered 500" in outcome.error_message
+        assert documents.documents == {}
+
+    async def test_store_upload_limit(
+        self, jobs: Jobs, servicenow: ServiceNowEmulator, documents: CamundaDocumentsEmulator
+    ) -> None:
+        """The cluster refuses the file as too large (413): retries 0 naming the size and the
+        cluster's limit."""
+        sys_id = incident(servicenow)
+        record = servicenow.attachments.add("incident", sys_id, "scan.pdf", PDF)
+        documents.max_upload_bytes = 1000
+        outcome = await jobs.run(download_one(record["sys_id"]))
+        assert (outcome.kind, outcome.retries) == ("fail", 0)
+        assert f"the file ({len(PDF)} bytes) is larger than the cluster's upload limit" in (
+            outcome.error_message
+        )
+        assert documents.documents == {}
+
+    async def test_failure_midway_removes_the_delivery(
+        self, jobs: Jobs, servicenow: ServiceNowEmulator, documents: CamundaDocumentsEmulator
+    ) -> None:
+        """When the second of three attachments fails, the first one's document is deleted:
+        the variables never see it, so nothing may stay behind in the store."""
+        sys_id = incident(servicenow)
+        servicenow.attachments.add("incident", sys_id, "a.txt", b"a")
+        broken = servicenow.attachments.add("incident", sys_id, "b.txt", b"b")
+        servicenow.attachments.add("incident", sys_id, "c.txt", b"c")
+        servicenow.inject(
+            Fault.bad_gateway(path=f"/api/now/attachment/{broken['sys_id']}/file", times=None)
+        )
+        outcome = await jobs.run(
+            job_variables(operation="download", table="incident", sysId=sys_id)
+        )
+        assert (outcome.kind, outcome.retries) == ("fail", 2)
+        assert "ServiceNow answered 502" in outcome.error_message
+        assert [r.method for r in documents.requests] == ["POST", "DELETE"]
+        assert documents.documents == {}
+
+    async def test_delivered_again_replaces_the_first_delivery(
+        self, jobs: Jobs, servicenow: ServiceNowEmulator, documents: CamundaDocumentsEmulator
+    ) -> None:
+        """The same task delivered twice (its completion was lost): the store holds one
+        delivery's documents, the ones the second answer names."""
+        sys_id = incident(servicenow)
+        servicenow.attachments.add("incident", sys_id, "a.txt", b"a")
+        servicenow.attachments.add("incident", sys_id, "b.txt", b"b")
+        variables = job_variables(operation="download", table="incident", sysId=sys_id)
+        first = await jobs.run(variables, element_instance_key=4242)
+        second = await jobs.run(variables, element_instance_key=4242)
+        assert first.kind == second.kind == "complete"
+        delivered = second.variables["answer"]["result"]
+        assert sorted(d.reference()["documentId"] for d in documents.documents.values()) == sorted(
+            r["documentId"] for r in delivered
+        )
+        assert len(documents.documents) == 2
+
+    async def test_delete_whose_answer_was_lost(
+        self, jobs: Jobs, servicenow: ServiceNowEmulator
+    ) -> None:
+        """deleteAttachment: the attachment is deleted, the answer lost, the retry gets 404: done."""
+        sys_id = incident(servicenow)
+        record = servicenow.attachments.add("incident", sys_id, "a.txt", b"a")
+        servicenow.inject(
+            Fault.drop_after_processing(path=f"/api/now/attachment/{record['sys_id']}")
+        )
+        outcome = await jobs.run(
+            job_variables(operation="deleteAttachment", attachmentSysId=record["sys_id"])
+        )
+        assert outcome.kind == "complete", outcome.error_message
+        assert outcome.variables["answer"] == {"status": 204, "result": None}
+        assert servicenow.attachments.attachments() == []

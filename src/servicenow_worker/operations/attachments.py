@@ -25,6 +25,7 @@ from servicenow_worker.camunda_documents import DOCUMENT_ID, DocumentReference, 
 from servicenow_worker.errors import (
     FILE_TOO_LARGE,
     INVALID_RESPONSE,
+    NOT_CONFIGURED,
     TOO_MANY_ATTACHMENTS,
     DocumentRefused,
     InputError,
@@ -730,7 +731,7 @@ async def delete_attachment(
 def _store(context: JobContext) -> DocumentStore:
     if context.documents is None:
         raise DocumentRefused(
-            "INVALID_CONFIGURATION",
+            NOT_CONFIGURED,
             "Camunda's document store is not configured: the operator sets CAMUNDA_REST_ADDRESS "
             "(the cluster's REST address, e.g. http://localhost:8080)",
         )

@@ -5,7 +5,7 @@ The dry run walks each process along its sequence flows. A task's input mappings
 Zeebe would: a static source is a string, an `=` source is FEEL, evaluated with the worker's own
 FEEL evaluator against the process variables so far (the documented start variables, then what the
 tasks before it produced with a representative ServiceNow answer). Secrets resolve from dummy
-values. The inputs then go through `gather_inputs`, `parse_record_request` and
+values. The inputs then go through `gather_inputs`, the registry's `parse_inputs` and
 `parse_output_options`; the answer through `outcome.for_response`, as in the worker.
 """
 
@@ -24,11 +24,12 @@ from servicenow_worker.inputs import (
     TABLE_OPERATIONS,
     InputRules,
     Operation,
-    RecordRequest,
     gather_inputs,
+    operation_named,
     parse_output_options,
-    parse_record_request,
 )
+from servicenow_worker.operations import Answer, parse_inputs
+from servicenow_worker.operations.attachments import AttachmentAnswer
 from servicenow_worker.secrets import (
     PLACEHOLDER,
     ResolvedSecrets,
@@ -49,6 +50,19 @@ ZEEBE = "{http://camunda.org/schema/zeebe/1.0}"
 START_VARIABLES: dict[str, dict[str, Any]] = {
     "servicenow-round-trip": {"employeeName": "Abel Tuter"},
     "servicenow-open-incidents": {},
+    # What the report-problem form gives: the text and the file picker's document references.
+    "servicenow-incident-files": {
+        "problem": "Printer prints blank pages",
+        "invoiceFiles": [
+            {
+                "camunda.document.type": "camunda",
+                "storeId": "in-memory",
+                "documentId": "4f0c0d6e-8d4d-4a53-9f1d-0d3c1a4b7e21",
+                "contentHash": "9b74c9897bac770ffc029102a200c5de",
+                "metadata": {"fileName": "scan.pdf", "contentType": "application/pdf", "size": 1},
+            }
+        ],
+    },
 }
 RULES = InputRules(
     url_template="https://{instance}.service-now.com",
@@ -234,7 +248,7 @@ def constraint_problem(prop: dict[str, Any], value: str | None) -> str | None:
 # --- the dry run through the worker's validation -----------------------------------------------
 
 
-def dry_run(path: Path) -> Iterator[tuple[Task, RecordRequest, dict[str, Any]]]:
+def dry_run(path: Path) -> Iterator[tuple[Task, Any, dict[str, Any]]]:
     """Each task's validated request and the process variables after it, in flow order."""
     process, tasks = read_process(path)
     scope: dict[str, Any] = dict(START_VARIABLES[process])
@@ -244,7 +258,7 @@ def dry_run(path: Path) -> Iterator[tuple[Task, RecordRequest, dict[str, Any]]]:
         store = SecretStore(environment=dummy_secrets(task))
         used = ResolvedSecrets()
         resolved = {n: resolve_placeholders(v, store, used, n) for n, v in gathered.items()}
-        request = parse_record_request(resolved, RULES)
+        _, request = parse_inputs(resolved, RULES)
         options = parse_output_options(task.headers)
         answer = representative_answer(request)
         done = outcome.for_response(answer, options, max_bytes=3_000_000, job_retries=3)
@@ -278,9 +292,14 @@ def dummy_secrets(task: Task) -> dict[str, str]:
     return {name: f"dummy-{name}" for name in PLACEHOLDER.findall(text)}
 
 
-def representative_answer(request: RecordRequest) -> TableResponse:
+def representative_answer(request: Any) -> Answer:
     record = {"sys_id": SYS_ID, "number": "RITM0010001", "state": "1", "short_description": "x"}
     match request.operation:
+        case Operation.ATTACH:
+            return AttachmentAnswer(status=201, result=[record])
+        case Operation.DOWNLOAD:
+            reference = START_VARIABLES["servicenow-incident-files"]["invoiceFiles"][0]
+            return AttachmentAnswer(status=200, result=[reference], extra={"count": 1})
         case Operation.CREATE:
             return TableResponse(status=201, result=record)
         case Operation.READ if request.sys_id is None:
@@ -298,7 +317,7 @@ def test_tasks_pass_the_workers_input_validation(path: Path) -> None:
     assert runs, f"{path.name} has no service task on its flow"
     for task, request, _ in runs:
         operation = dict(task.inputs)["operation"]
-        assert request.operation.value == operation, task.id
+        assert operation_named(operation) is request.operation, task.id
 
 
 def test_round_trip_reads_updates_and_deletes_what_it_created() -> None:
@@ -321,3 +340,20 @@ def test_error_boundary_events_can_be_reached(task: Task) -> None:
     result = outcome.for_error(rejected, job_retries=3, options=options, retry_after_cap=3600)
     assert isinstance(result, outcome.ThrowError), result
     assert result.code in task.error_codes
+
+
+def test_incident_files_attach_the_form_files_and_download_them() -> None:
+    """The files example attaches the form's documents to the incident it opened, and later
+    downloads every attachment of that incident."""
+    runs = {
+        task.id: request
+        for task, request, _ in dry_run(EXAMPLES / "servicenow-incident-files.bpmn")
+    }
+    attach, download = runs["AttachFiles"], runs["DownloadFiles"]
+    assert (attach.operation, attach.table, attach.sys_id) == (Operation.ATTACH, "incident", SYS_ID)
+    assert attach.document is not None and attach.document.as_list
+    assert (download.operation, download.sys_id, download.attachment_sys_id) == (
+        Operation.DOWNLOAD,
+        SYS_ID,
+        None,
+    )

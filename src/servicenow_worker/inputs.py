@@ -324,7 +324,7 @@ class DestinationInputs(BaseModel):
     def _required_and_destination(self, info: ValidationInfo) -> Self:
         for name, operations in REQUIRED_FOR.items():
             if self.operation in operations and getattr(self, _field_name(self, name)) is None:
-                raise InputError(name, f"is required for {self.operation}")
+                raise InputError(name, f"is required for {OPERATION_NAMES[self.operation]}")
         object.__setattr__(self, "base_url", resolve_base_url(self.instance, _rules(info)))
         return self
 

@@ -59,7 +59,7 @@ async def _worker(
 
 async def run(gateway: ZeebeGatewayEmulator, variables: dict[str, Any]) -> dict[str, Any]:
     key = gateway.create_job(JOB_TYPE, variables, {"resultVariable": "answer"})
-    outcome = await gateway.wait_for_outcome(key, timeout=60)
+    [outcome] = await gateway.wait_for_outcomes(key, 1, timeout=60)
     assert outcome.kind == "complete", outcome.error_message
     answer: dict[str, Any] = outcome.variables["answer"]
     return answer

@@ -40,6 +40,7 @@ class Operation(StrEnum):
     READ = "read"
     UPDATE = "update"
     DELETE = "delete"
+    CHANGES = "changes"
     # Attachments and Camunda documents (docs/contract.md §11); names in lower case, as resolved.
     ATTACH = "attach"
     LIST_ATTACHMENTS = "listattachments"
@@ -50,9 +51,12 @@ class Operation(StrEnum):
 ALL_OPERATIONS: Final = frozenset(Operation)
 OPERATION_VALUES: Final = frozenset(op.value for op in Operation)
 WRITE_OPERATIONS: Final = frozenset({Operation.CREATE, Operation.UPDATE})
+LIST_OPERATIONS: Final = frozenset({Operation.READ, Operation.CHANGES})
 TABLE_OPERATIONS: Final = frozenset(
     {Operation.CREATE, Operation.READ, Operation.UPDATE, Operation.DELETE}
 )
+# The operations that return records of a table, shaped by fields and display values.
+RECORD_OPERATIONS: Final = TABLE_OPERATIONS | {Operation.CHANGES}
 
 # Input name -> the operations that use it (others ignore it), and those that require it.
 USED_BY: Final[Mapping[str, frozenset[Operation]]] = {
@@ -61,7 +65,7 @@ USED_BY: Final[Mapping[str, frozenset[Operation]]] = {
     "operation": ALL_OPERATIONS,
     "table": ALL_OPERATIONS - {Operation.DELETE_ATTACHMENT},
     "payload": WRITE_OPERATIONS,
-    "query": frozenset({Operation.READ, Operation.LIST_ATTACHMENTS, Operation.DOWNLOAD}),
+    "query": LIST_OPERATIONS | {Operation.LIST_ATTACHMENTS, Operation.DOWNLOAD},
     "sysId": frozenset(
         {
             Operation.READ,
@@ -72,11 +76,13 @@ USED_BY: Final[Mapping[str, frozenset[Operation]]] = {
             Operation.DOWNLOAD,
         }
     ),
-    "fields": TABLE_OPERATIONS - {Operation.DELETE},
-    "limit": frozenset({Operation.READ, Operation.LIST_ATTACHMENTS}),
+    "fields": RECORD_OPERATIONS - {Operation.DELETE},
+    "limit": LIST_OPERATIONS | {Operation.LIST_ATTACHMENTS},
     "offset": frozenset({Operation.READ, Operation.LIST_ATTACHMENTS}),
-    "displayValue": TABLE_OPERATIONS - {Operation.DELETE},
-    "excludeReferenceLink": TABLE_OPERATIONS - {Operation.DELETE},
+    "cursor": frozenset({Operation.CHANGES}),
+    "since": frozenset({Operation.CHANGES}),
+    "displayValue": RECORD_OPERATIONS - {Operation.DELETE},
+    "excludeReferenceLink": RECORD_OPERATIONS - {Operation.DELETE},
     "document": frozenset({Operation.ATTACH}),
     "content": frozenset({Operation.ATTACH}),
     "fileName": frozenset({Operation.ATTACH}),

@@ -9,6 +9,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, Final, TypeVar
 from urllib.parse import quote, urlencode
@@ -61,6 +62,8 @@ class TableResponse:
     deduplicated: bool = False
     # Size of the body ServiceNow sent: a cheap bound on the size of the variables it becomes.
     body_bytes: int = 0
+    # ServiceNow's own clock when it answered (its `Date` header), None when it sent none.
+    server_time: datetime | None = None
 
     def as_variable(self) -> dict[str, Any]:
         variable: dict[str, Any] = {"status": self.status, "result": self.result}
@@ -293,6 +296,13 @@ def _deleted_answer() -> ApiAnswer:
     return ApiAnswer(status=204, result=None)
 
 
+def stored_value(record: dict[str, Any], field: str) -> Any:
+    """A field's stored value in a record as ServiceNow returned it: with displayValue=all every
+    field is {"display_value": …, "value": …}."""
+    value = record.get(field)
+    return value.get("value") if isinstance(value, dict) else value
+
+
 def _encoded_payload(request: RecordRequest) -> bytes | None:
     """The JSON body of a create or update, refused before sending when ServiceNow would refuse it."""
     if request.operation not in {Operation.CREATE, Operation.UPDATE}:
@@ -379,6 +389,7 @@ def _table_response(request: RecordRequest, response: httpx.Response) -> TableRe
         total_count=total_count,
         has_more=_has_more(request, response, total_count),
         body_bytes=len(response.content),
+        server_time=_http_date(response.headers.get("Date")),
     )
 
 
@@ -495,6 +506,13 @@ def _error_text(body: Any) -> str:
     return (": " + " - ".join(parts))[: DETAIL_LIMIT + 2] if parts else ""
 
 
+def _http_date(value: str | None) -> datetime | None:
+    try:
+        return parsedate_to_datetime(value) if value else None
+    except (TypeError, ValueError):
+        return None
+
+
 def parse_retry_after(value: str | None) -> float | None:
     """Seconds to wait, from `Retry-After` in seconds or as an HTTP date; None when absent or bad."""
     if value is None:
@@ -502,8 +520,5 @@ def parse_retry_after(value: str | None) -> float | None:
     value = value.strip()
     if value.isdigit():
         return float(value)
-    try:
-        moment = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, moment.timestamp() - time.time())
+    moment = _http_date(value)
+    return None if moment is None else max(0.0, moment.timestamp() - time.time())

@@ -98,6 +98,7 @@ async def test_metrics_move_by_the_jobs_the_worker_did(
     changed = delta(before, after)
     finished = "servicenow_worker_jobs_finished_total"
     requests = "servicenow_worker_servicenow_request_duration_seconds_count"
+    errors = "servicenow_worker_job_errors_total"
     expected = {
         ("servicenow_worker_jobs_activated_total", frozenset()): 5,
         (finished, frozenset({("operation", "create"), ("outcome", "completed")})): 1,
@@ -110,6 +111,10 @@ async def test_metrics_move_by_the_jobs_the_worker_did(
         (requests, frozenset({("operation", "delete"), ("status_class", "5xx")})): 1,
         (requests, frozenset({("operation", "delete"), ("status_class", "2xx")})): 1,
         (requests, frozenset({("operation", "update"), ("status_class", "4xx")})): 1,
+        # The code errorExpression would see: ServiceNow's status, or the worker's own.
+        (errors, frozenset({("code", "404")})): 1,
+        (errors, frozenset({("code", "INVALID_INPUT")})): 1,
+        (errors, frozenset({("code", "429")})): 1,
     }
     for key, moved in expected.items():
         assert changed.pop(key, 0) == moved, key

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from servicenow_emulators.table_api import RecordedRequest, ServiceNowEmulator
+from servicenow_worker import change_cursor
 from servicenow_worker.inputs import USED_BY, operation_named
 
 from .conftest import RunJob, job_variables
@@ -42,6 +43,10 @@ LEFTOVER_VARIABLES: dict[str, Any] = {
     "attachmentSysId": "0123456789abcdef0123456789abcdef",
     "maxAttachments": 3,
     "table": "sys_user",
+    "cursor": change_cursor.encode(
+        change_cursor.Position("2026-01-31 08:00:00"), "incident", "active=false"
+    ),
+    "since": "2026-01-31T08:00:00Z",
 }
 # As task headers: values no operation accepts (an operation that read them would fail with an
 # input error), and a query, which any text is.
@@ -62,6 +67,8 @@ INVALID_HEADERS: dict[str, Any] = {
     "attachmentSysId": "../other",
     "maxAttachments": "0",
     "table": "../sys_user",
+    "cursor": "not a cursor",
+    "since": "yesterday",
 }
 
 OwnInputs = Callable[[ServiceNowEmulator], dict[str, Any]]
@@ -98,6 +105,12 @@ def _delete_attachment(servicenow: ServiceNowEmulator) -> dict[str, Any]:
     return {"attachmentSysId": attachment["sys_id"]}
 
 
+def _changes(servicenow: ServiceNowEmulator) -> dict[str, Any]:
+    servicenow.insert("incident", {"short_description": "changed"})
+    position = change_cursor.Position("2026-01-01 00:00:00")
+    return {"table": "incident", "cursor": change_cursor.encode(position, "incident", None)}
+
+
 OPERATIONS: dict[str, OwnInputs] = {
     "create": _create,
     "read": _read,
@@ -105,6 +118,7 @@ OPERATIONS: dict[str, OwnInputs] = {
     "delete": _delete,
     "listAttachments": _list_attachments,
     "deleteAttachment": _delete_attachment,
+    "changes": _changes,
 }
 
 

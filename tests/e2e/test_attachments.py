@@ -539,3 +539,21 @@ class TestDownloadFailures:
         assert outcome.kind == "complete", outcome.error_message
         assert outcome.variables["answer"] == {"status": 204, "result": None}
         assert servicenow.attachments.attachments() == []
+
+
+async def test_download_keeps_hostile_names_out_of_the_upload_headers(
+    jobs: Jobs, servicenow: ServiceNowEmulator, documents: CamundaDocumentsEmulator
+) -> None:
+    """A file name with line breaks or a malformed type (stored in ServiceNow by someone else)
+    cannot add a part or a header to the multipart upload: the attachment's sys_id and
+    application/octet-stream stand in."""
+    sys_id = incident(servicenow)
+    record = servicenow.attachments.add(
+        "incident", sys_id, 'a.pdf"\r\nContent-Type: text/html', b"x", "text/plain; evil"
+    )
+    outcome = await jobs.run(download_one(record["sys_id"]))
+    assert outcome.kind == "complete", outcome.error_message
+    [stored] = documents.documents.values()
+    assert stored.metadata["fileName"] == record["sys_id"]
+    assert stored.metadata["contentType"] == "application/octet-stream"
+    assert stored.data == b"x"

@@ -631,14 +631,15 @@ async def _transfer(
     try:
         async with context.servicenow.download(api, deadline=context.deadline) as answer:
             metadata = _attachment_metadata(answer.headers.get("X-Attachment-Metadata"))
-            name = str(metadata.get("file_name") or attachment_sys_id)
+            # Both go into a multipart header of the upload: only well-formed values pass.
+            given_name = str(metadata.get("file_name") or "")
+            name = given_name if _valid_file_name(given_name) else attachment_sys_id
             size_text = str(metadata.get("size_bytes", ""))
             size = int(size_text) if size_text.isdigit() else None
             if size is not None and size > limit:
                 raise _too_large(name, size, limit)
-            media = str(
-                metadata.get("content_type") or answer.headers.get("Content-Type") or BINARY_TYPE
-            )
+            given_type = str(metadata.get("content_type") or answer.headers.get("Content-Type"))
+            media = given_type if MEDIA_TYPE.fullmatch(given_type) else BINARY_TYPE
             transfer = Transfer(answer.chunks(), name=name, limit=limit)
             document_metadata = {
                 "fileName": name,

@@ -14,7 +14,7 @@ from servicenow_emulators.table_api import Fault, ServiceNowEmulator
 from servicenow_emulators.zeebe_gateway import JobOutcome, ZeebeGatewayEmulator
 from servicenow_worker.zeebe import JobPump
 
-from .conftest import JOB_TYPE, USER, StartWorker, job_variables
+from .conftest import JOB_TYPE, USER, RunJob, StartWorker, job_variables
 
 PDF = b"%PDF-1.7\n" + bytes(range(256)) * 300
 ATTACHMENT_FILE = "/api/now/attachment/file"
@@ -557,3 +557,20 @@ async def test_download_keeps_hostile_names_out_of_the_upload_headers(
     assert stored.metadata["fileName"] == record["sys_id"]
     assert stored.metadata["contentType"] == "application/octet-stream"
     assert stored.data == b"x"
+
+
+async def test_without_a_document_store_configured(
+    run_job: RunJob, servicenow: ServiceNowEmulator
+) -> None:
+    """No CAMUNDA_REST_ADDRESS: attach with documents fails with retries 0 naming the setting,
+    before any request; inline content still works."""
+    sys_id = incident(servicenow)
+    failed = await run_job(
+        attach(sys_id, document={"camunda.document.type": "camunda", "documentId": "d-1"})
+    )
+    assert (failed.kind, failed.retries) == ("fail", 0)
+    assert "CAMUNDA_REST_ADDRESS" in failed.error_message
+    assert servicenow.requests == []
+    done = await run_job(attach(sys_id, content="note", fileName="note.txt"))
+    assert done.kind == "complete", done.error_message
+    assert [a["file_name"] for a in servicenow.attachments.attachments(sys_id)] == ["note.txt"]

@@ -195,8 +195,7 @@ class WorkerMetrics:
     def gateway_reconnected(self) -> None:
         self._gateway_reconnects.inc()
 
-    def observe_request(self, method: str, status_class: str, seconds: float) -> None:
-        operation = METHOD_OPERATIONS.get(method, "unknown")
+    def observe_request(self, operation: str, status_class: str, seconds: float) -> None:
         self._request_seconds[operation, status_class].observe(seconds)
 
     def instrument(self, transport: httpx.AsyncBaseTransport) -> httpx.AsyncBaseTransport:
@@ -227,6 +226,29 @@ def outcome_label(result: Outcome) -> str:
     return "unknown"  # pragma: no cover - Outcome has no other kind
 
 
+def request_operation(request: httpx.Request) -> str:
+    """The operation an HTTP request to ServiceNow carries out: a Batch, Aggregate or Attachment
+    API call by its path, a Table API request by its method (an idempotency lookup is a read)."""
+    path = request.url.path
+    if path.endswith("/batch"):
+        return Operation.BATCH.value
+    if "/stats/" in path:
+        return Operation.AGGREGATE.value
+    if "/api/now/attachment" in path:
+        return _attachment_operation(request.method, path).value
+    return METHOD_OPERATIONS.get(request.method, "unknown")
+
+
+def _attachment_operation(method: str, path: str) -> Operation:
+    """An upload attaches, a file's content is a download, a DELETE deletes an attachment; any
+    other read lists attachments (also attach's look for an earlier copy)."""
+    if method == "POST":
+        return Operation.ATTACH
+    if method == "DELETE":
+        return Operation.DELETE_ATTACHMENT
+    return Operation.DOWNLOAD if path.endswith("/file") else Operation.LIST_ATTACHMENTS
+
+
 def status_class(status: int) -> str:
     return f"{status // 100}xx" if 200 <= status < 600 else "error"
 
@@ -249,12 +271,14 @@ class _TimedTransport(httpx.AsyncBaseTransport):
         try:
             response = await self._inner.handle_async_request(request)
         except BaseException:
-            self._metrics.observe_request(request.method, "error", time.perf_counter() - started)
+            self._metrics.observe_request(
+                request_operation(request), "error", time.perf_counter() - started
+            )
             raise
         response.stream = _TimedStream(
             response.stream,
             self._metrics,
-            request.method,
+            request_operation(request),
             status_class(response.status_code),
             started,
         )
@@ -281,13 +305,13 @@ class _TimedStream(httpx.AsyncByteStream):
         self,
         inner: Any,
         metrics: WorkerMetrics,
-        method: str,
+        operation: str,
         status_class: str,
         started: float,
     ) -> None:
         self._inner = inner
         self._metrics = metrics
-        self._method = method
+        self._operation = operation
         self._status_class = status_class
         self._started = started
         self._observed = False
@@ -308,5 +332,5 @@ class _TimedStream(httpx.AsyncByteStream):
         if not self._observed:
             self._observed = True
             self._metrics.observe_request(
-                self._method, status_class, time.perf_counter() - self._started
+                self._operation, status_class, time.perf_counter() - self._started
             )

@@ -1,17 +1,23 @@
-"""The ServiceNow Table API client: one `RecordRequest` in, one `TableResponse` (or an error) out.
+"""The ServiceNow client: the one way to ServiceNow's HTTP APIs (Table, Aggregate, Batch,
+Attachment).
 
-It knows nothing of Zeebe. Every httpx exception and every unwelcome answer is translated here,
-and only here, into the error tree of `errors.py`.
+`send` takes one `RecordRequest` (a Table API request) to a `TableResponse`; `call` takes any
+`ApiCall` (method, URL, body, and how its successful answer is read) to what that answer becomes;
+`download` is a `call` whose answer's body is read chunk by chunk. All go through `call`: the same
+authentication, in-process retries and error translation, and `_send_once` for each HTTP attempt.
+It knows nothing of Zeebe. Every httpx exception and every unwelcome answer is translated here, and only
+here, into the error tree of `errors.py`.
 """
 
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from email.utils import parsedate_to_datetime
-from typing import Any, Final, TypeVar
+from functools import partial
+from typing import Any, Final, Generic, TypeVar
 from urllib.parse import quote, urlencode
 
 import httpx
@@ -45,9 +51,35 @@ DETAIL_LIMIT: Final = 300
 IN_PROCESS_WAIT_LIMIT: Final = 5.0
 JSON_HEADERS: Final = {"Accept": "application/json"}
 BODY_HEADERS: Final = {"Accept": "application/json", "Content-Type": "application/json"}
-# What the worker reads of an error answer to a streamed request: enough for ServiceNow's envelope.
+# What the worker reads of an error answer to a streamed download: enough for ServiceNow's envelope.
 ERROR_BODY_LIMIT: Final = 64 * 1024
-ResponseT = TypeVar("ResponseT")
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A request body sent chunk by chunk. It is sent once: a stream read halfway cannot be sent
+    again in-process, so a failure is the job's to retry (docs/contract.md §6)."""
+
+    chunks: AsyncIterator[bytes]
+    content_type: str
+    content_length: int | None = None
+
+
+class Download:
+    """A streamed answer: its headers now, its body chunk by chunk."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self._response = response
+        self.headers = response.headers
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """The body as it arrives; a connection that breaks is a `ServiceNowUnavailable`."""
+        with _translate_transport_errors():
+            async for chunk in self._response.aiter_bytes():
+                yield chunk
+
+    async def aclose(self) -> None:
+        await self._response.aclose()
 
 
 @dataclass(frozen=True)
@@ -64,6 +96,8 @@ class TableResponse:
     body_bytes: int = 0
     # ServiceNow's own clock when it answered (its `Date` header), None when it sent none.
     server_time: datetime | None = None
+    # read with returnAll: how many pages it took (docs/contract.md §9)
+    pages: int | None = None
 
     def as_variable(self) -> dict[str, Any]:
         variable: dict[str, Any] = {"status": self.status, "result": self.result}
@@ -73,6 +107,8 @@ class TableResponse:
             variable["count"] = len(self.result) if isinstance(self.result, list) else 0
             variable["totalCount"] = self.total_count
             variable["hasMore"] = self.has_more
+        if self.pages is not None:
+            variable["pages"] = self.pages
         return variable
 
 
@@ -85,47 +121,24 @@ class RetryPolicy:
     wait_max: float = IN_PROCESS_WAIT_LIMIT
 
 
-@dataclass(frozen=True)
-class ApiRequest:
-    """A request to one of ServiceNow's other REST APIs (the Attachment API), for `TableClient`.
+Answer = TypeVar("Answer")
 
-    `path` is encoded already (each value that came from outside quoted); `what` names the
-    request in messages, e.g. "attach on incident".
+
+@dataclass(frozen=True)
+class ApiCall(Generic[Answer]):
+    """One HTTP request to ServiceNow, whichever API, and what its answer becomes.
+
+    `answer` reads the response (any status: it raises the worker's errors for the unwelcome
+    ones, see `checked`); `what` names the request in messages ("read on incident"). A `streamed`
+    answer reaches `answer` with its body unread, and only when it is a success (2xx).
     """
 
-    destination: DestinationInputs
     method: str
-    path: str
+    url: str
     what: str
-    params: Mapping[str, str] = field(default_factory=dict)
-
-    def url(self) -> str:
-        query = urlencode(self.params, quote_via=quote) if self.params else ""
-        return self.destination.base_url + self.path + (f"?{query}" if query else "")
-
-
-@dataclass(frozen=True)
-class ApiAnswer:
-    """ServiceNow's answer to an `ApiRequest`: its `result` (None for 204) and `X-Total-Count`."""
-
-    status: int
-    result: Any
-    total_count: int | None = None
-    body_bytes: int = 0
-
-
-class Download:
-    """A streamed answer: its headers now, its body chunk by chunk."""
-
-    def __init__(self, response: httpx.Response) -> None:
-        self._response = response
-        self.headers = response.headers
-
-    async def chunks(self) -> AsyncIterator[bytes]:
-        """The body as it arrives; a connection that breaks is a `ServiceNowUnavailable`."""
-        with _translate_transport_errors():
-            async for chunk in self._response.aiter_bytes():
-                yield chunk
+    answer: Callable[[httpx.Response], Answer]
+    body: bytes | Upload | None = None
+    streamed: bool = False
 
 
 class TableClient:
@@ -148,43 +161,31 @@ class TableClient:
         self._attempt_timeout = attempt_timeout
 
     async def send(self, request: RecordRequest, *, deadline: float) -> TableResponse:
-        """Send `request`, retrying in-process where that is safe, until `deadline` (monotonic)."""
-        method = METHODS[request.operation]
-        url = build_url(request)
-        body = _encoded_payload(request)
-        # Once per job, not per attempt: the credential headers and (OAuth) the token flow.
-        credentials = self._authenticator.credentials(request)
-        headers = {**(BODY_HEADERS if body is not None else JSON_HEADERS), **credentials.headers}
-
-        async def once() -> TableResponse:
-            with _translate_transport_errors():
-                response = await self._http.request(
-                    method, url, content=body, headers=headers, auth=credentials.flow
-                )
-            return _table_response(request, response)
-
-        return await self._retrying(
-            method, once, deadline=deadline, what=_what(request), deleted=_deleted
+        """Send one Table API request (see `call`)."""
+        call = ApiCall(
+            METHODS[request.operation],
+            build_url(request),
+            f"{request.operation} on {request.table}",
+            partial(table_response, request),
+            encoded_payload(request),
         )
+        return await self.call(request, call, deadline=deadline)
 
-    async def _retrying(
-        self,
-        method: str,
-        once: Callable[[], Awaitable[ResponseT]],
-        *,
-        deadline: float,
-        what: str,
-        deleted: Callable[[], ResponseT] | None = None,
-    ) -> ResponseT:
-        """`once()` until it succeeds, fails for good, or the tries or the time are spent.
-
-        A DELETE answered 404 after an attempt whose answer was lost is done: `deleted()`.
-        """
+    async def call(
+        self, destination: DestinationInputs, call: ApiCall[Answer], *, deadline: float
+    ) -> Answer:
+        """Send `call` to `destination`'s instance as its user, retrying in-process where that is
+        safe, until `deadline` (monotonic)."""
+        method = call.method
+        # Once per job, not per attempt: the credential headers and (OAuth) the token flow.
+        credentials = self._authenticator.credentials(destination)
+        headers = {**_content_headers(call), **credentials.headers}
         answer_lost = False
         budget = deadline - time.monotonic() - self._attempt_timeout - self._retry.wait_max
+        once_only = budget <= 0 or isinstance(call.body, Upload)
         retrying = stamina.retry_context(
             on=lambda error: self._may_retry(method, error),
-            attempts=self._retry.attempts if budget > 0 else 1,
+            attempts=1 if once_only else self._retry.attempts,
             timeout=budget if budget > 0 else None,
             wait_initial=self._retry.wait_initial,
             wait_max=self._retry.wait_max,
@@ -193,13 +194,12 @@ class TableClient:
         async for attempt in retrying:
             with attempt:
                 try:
-                    return await once()
+                    return await self._send_once(call, headers, credentials.flow)
                 except ServiceNowRejected as rejected:
-                    lost = method == "DELETE" and rejected.status == 404 and answer_lost
-                    if lost and deleted is not None:
+                    if method == "DELETE" and rejected.status == 404 and answer_lost:
                         # The earlier attempt deleted it; only its answer was lost.
-                        log.info("delete_already_done", what=what)
-                        return deleted()
+                        log.info("delete_already_done", what=call.what)
+                        return call.answer(httpx.Response(204))
                     raise
                 except ServiceNowUnavailable as unavailable:
                     answer_lost = answer_lost or not unavailable.never_sent
@@ -218,82 +218,53 @@ class TableClient:
             return False
         return retry_after if retry_after is not None else True
 
-    # -- any other ServiceNow REST API (Attachment API): same credentials, retries and errors --
-
-    async def call(self, api: "ApiRequest", *, deadline: float) -> "ApiAnswer":
-        """One JSON request (no body), retried in-process where that is safe."""
-        credentials = self._authenticator.credentials(api.destination)
-        headers = {**JSON_HEADERS, **credentials.headers}
-        url = api.url()
-
-        async def once() -> ApiAnswer:
-            with _translate_transport_errors():
-                response = await self._http.request(
-                    api.method, url, headers=headers, auth=credentials.flow
-                )
-            return _api_answer(api.what, response)
-
-        return await self._retrying(
-            api.method, once, deadline=deadline, what=api.what, deleted=_deleted_answer
-        )
-
-    async def upload(
-        self,
-        api: "ApiRequest",
-        body: AsyncIterator[bytes],
-        *,
-        content_type: str,
-        content_length: int | None,
-    ) -> "ApiAnswer":
-        """Send a streamed body once: a stream read halfway cannot be sent again in-process, so a
-        failure is the job's to retry (docs/contract.md §6)."""
-        credentials = self._authenticator.credentials(api.destination)
-        headers = {**JSON_HEADERS, **credentials.headers, "Content-Type": content_type}
-        if content_length is not None:
-            headers["Content-Length"] = str(content_length)
-        with _translate_transport_errors():
-            response = await self._http.request(
-                api.method, api.url(), content=body, headers=headers, auth=credentials.flow
-            )
-        return _api_answer(api.what, response)
-
     @asynccontextmanager
-    async def download(self, api: "ApiRequest", *, deadline: float) -> AsyncIterator["Download"]:
-        """A streamed answer: opened with in-process retries (a GET), then read chunk by chunk
-        by the caller; a break in the middle is a `ServiceNowUnavailable`."""
-        credentials = self._authenticator.credentials(api.destination)
-        headers = {"Accept": "*/*", **credentials.headers}
-        url = api.url()
-
-        async def once() -> httpx.Response:
-            with _translate_transport_errors():
-                request = self._http.build_request("GET", url, headers=headers)
-                response = await self._http.send(request, auth=credentials.flow, stream=True)
-            if response.status_code >= 300:
-                try:
-                    refused = await _read_bounded(response)
-                finally:
-                    await response.aclose()
-                _api_answer(api.what, refused)  # raises the status's error
-            return response
-
-        response = await self._retrying("GET", once, deadline=deadline, what=api.what)
+    async def download(
+        self, destination: DestinationInputs, url: str, what: str, *, deadline: float
+    ) -> AsyncIterator[Download]:
+        """A GET whose answer is read chunk by chunk by the caller: opened with in-process
+        retries like any read; a break in the middle is a `ServiceNowUnavailable`."""
+        call = ApiCall("GET", url, what, Download, streamed=True)
+        answer = await self.call(destination, call, deadline=deadline)
         try:
-            yield Download(response)
+            yield answer
         finally:
+            await answer.aclose()
+
+    async def _send_once(
+        self, call: ApiCall[Answer], headers: dict[str, str], auth: httpx.Auth | None
+    ) -> Answer:
+        """One HTTP attempt. Every request to ServiceNow (Table, Aggregate, Batch, Attachment;
+        JSON, streamed upload or streamed download) passes here once per try: the one place for
+        what each attempt must do."""
+        content = call.body.chunks if isinstance(call.body, Upload) else call.body
+        with _translate_transport_errors():
+            request = self._http.build_request(
+                call.method, call.url, content=content, headers=headers
+            )
+            response = await self._http.send(request, auth=auth, stream=call.streamed)
+        if not call.streamed:
+            return call.answer(response)
+        try:
+            if response.status_code >= 300:
+                checked(call.what, await _read_bounded(response))
+            return call.answer(response)
+        except BaseException:
             await response.aclose()
+            raise
 
 
-def _what(request: RecordRequest) -> str:
-    return f"{request.operation} on {request.table}"
-
-
-def _deleted() -> TableResponse:
-    return TableResponse(status=204, result=None)
-
-
-def _deleted_answer() -> ApiAnswer:
-    return ApiAnswer(status=204, result=None)
+def _content_headers(call: ApiCall[Any]) -> dict[str, str]:
+    if call.streamed:
+        return {"Accept": "*/*"}
+    if isinstance(call.body, Upload):
+        length = call.body.content_length
+        return {
+            **JSON_HEADERS,
+            "Content-Type": call.body.content_type,
+            **({"Content-Length": str(length)} if length is not None else {}),
+        }
+    return BODY_HEADERS if call.body is not None else JSON_HEADERS
 
 
 def stored_value(record: dict[str, Any], field: str) -> Any:
@@ -303,22 +274,29 @@ def stored_value(record: dict[str, Any], field: str) -> Any:
     return value.get("value") if isinstance(value, dict) else value
 
 
-def _encoded_payload(request: RecordRequest) -> bytes | None:
-    """The JSON body of a create or update, refused before sending when ServiceNow would refuse it."""
+def encoded_payload(request: RecordRequest, max_bytes: int = MAX_BODY_BYTES) -> bytes | None:
+    """The JSON body of a create or update, refused before sending when ServiceNow would refuse it
+    (more than `max_bytes`: 10 MB for a request, 5 MB for one request of a batch)."""
     if request.operation not in {Operation.CREATE, Operation.UPDATE}:
         return None
     body = json.dumps(request.payload, ensure_ascii=False).encode()
-    if len(body) > MAX_BODY_BYTES:
+    if len(body) > max_bytes:
         raise InputError(
             "payload",
-            f"is {len(body)} bytes of JSON; ServiceNow accepts at most {MAX_BODY_BYTES} bytes "
-            "(10 MB) in one request: split the data or attach large content as a file",
+            f"is {len(body)} bytes of JSON; ServiceNow accepts at most {max_bytes} bytes "
+            f"({max_bytes // 2**20} MB) in one request: split the data or attach large content "
+            "as a file",
         )
     return body
 
 
 def build_url(request: RecordRequest) -> str:
     """`<base>/api/now/table/<table>[/<sys_id>]?sysparm_…`, every part encoded."""
+    return request.base_url + relative_url(request)
+
+
+def relative_url(request: RecordRequest) -> str:
+    """`/api/now/table/<table>[/<sys_id>]?sysparm_…`, every part encoded."""
     path = f"/api/now/table/{request.table}"
     if request.sys_id is not None:
         path += "/" + quote(request.sys_id, safe="")
@@ -335,9 +313,13 @@ def build_url(request: RecordRequest) -> str:
             params["sysparm_query"] = request.query
         params["sysparm_limit"] = str(request.limit)
         params["sysparm_offset"] = str(request.offset)
-    # quote, not quote_plus: a space in a query stays a space (%20) whatever the server's decoder.
-    query = urlencode(params, quote_via=quote) if params else ""
-    return request.base_url + path + (f"?{query}" if query else "")
+    return path + query_string(params)
+
+
+def query_string(params: dict[str, str]) -> str:
+    """`?name=value&…` ("" for none); quote, not quote_plus: a space in a query stays a space
+    (%20) whatever the server's decoder."""
+    return f"?{urlencode(params, quote_via=quote)}" if params else ""
 
 
 @contextmanager
@@ -362,57 +344,47 @@ def _unreachable(code: str, message: str, error: Exception) -> ServiceNowUnavail
     return ServiceNowUnavailable(code, f"{message} ({type(error).__name__})", never_sent=True)
 
 
-def _table_response(request: RecordRequest, response: httpx.Response) -> TableResponse:
+def checked(what: str, response: httpx.Response) -> httpx.Response:
+    """`response` when it is a success (2xx), else the worker's error for it."""
     status = response.status_code
     if 300 <= status < 400:
         raise ServiceNowUnavailable(
             INVALID_RESPONSE,
-            f"ServiceNow redirected {request.operation} on {request.table} to "
+            f"ServiceNow redirected {what} to "
             f"{response.headers.get('Location', 'another page')}: the instance may be hibernating "
             "(wake it at developer.servicenow.com) or the URL may be wrong",
             status=status,
         )
     if status >= 400:
-        raise _status_error(_what(request), response)
+        raise status_error(what, response)
+    return response
+
+
+def table_response(request: RecordRequest, response: httpx.Response) -> TableResponse:
+    """ServiceNow's answer to a Table API request, or the worker's error for it."""
+    status = checked(f"{request.operation} on {request.table}", response).status_code
     if status == 204 or not response.content:
         return TableResponse(status=status, result=None)
-    body = _json_body(_what(request), response)
+    body = json_body(f"{request.operation} on {request.table}", response)
     is_list = request.operation is Operation.READ and request.sys_id is None
     if not is_list:
         return TableResponse(status=status, result=body["result"], body_bytes=len(response.content))
-    total = response.headers.get("X-Total-Count")
-    total_count = int(total) if total is not None and total.isdigit() else None
+    count = total_count(response)
     return TableResponse(
         status=status,
         result=body["result"],
         is_list=True,
-        total_count=total_count,
-        has_more=_has_more(request, response, total_count),
+        total_count=count,
+        has_more=_has_more(request, response, count),
         body_bytes=len(response.content),
         server_time=_http_date(response.headers.get("Date")),
     )
 
 
-def _api_answer(what: str, response: httpx.Response) -> ApiAnswer:
-    status = response.status_code
-    if 300 <= status < 400:
-        raise ServiceNowUnavailable(
-            INVALID_RESPONSE,
-            f"ServiceNow redirected {what} to {response.headers.get('Location', 'another page')}: "
-            "the instance may be hibernating or the URL may be wrong",
-            status=status,
-        )
-    if status >= 400:
-        raise _status_error(what, response)
-    if status == 204 or not response.content:
-        return ApiAnswer(status=status, result=None)
+def total_count(response: httpx.Response) -> int | None:
+    """`X-Total-Count`: how many records the query matches; None when absent or not a number."""
     total = response.headers.get("X-Total-Count")
-    return ApiAnswer(
-        status=status,
-        result=_json_body(what, response)["result"],
-        total_count=int(total) if total is not None and total.isdigit() else None,
-        body_bytes=len(response.content),
-    )
+    return int(total) if total is not None and total.isdigit() else None
 
 
 async def _read_bounded(response: httpx.Response) -> httpx.Response:
@@ -432,7 +404,8 @@ async def _read_bounded(response: httpx.Response) -> httpx.Response:
     )
 
 
-def _json_body(where: str, response: httpx.Response) -> dict[str, Any]:
+def json_body(where: str, response: httpx.Response, key: str = "result") -> dict[str, Any]:
+    """The JSON object of a successful answer, which must hold `key` and no `error`."""
     content_type = response.headers.get("Content-Type", "")
     if "json" not in content_type.lower():
         hibernating = b"Hibernating" in response.content[:4096]
@@ -456,10 +429,10 @@ def _json_body(where: str, response: httpx.Response) -> dict[str, Any]:
             "often a transaction cancelled after 60 s: narrow the query or lower limit)",
             status=response.status_code,
         ) from None
-    if not isinstance(body, dict) or "result" not in body or "error" in body:
+    if not isinstance(body, dict) or key not in body or "error" in body:
         raise ServiceNowUnavailable(
             INVALID_RESPONSE,
-            f"ServiceNow's answer to {where} holds no result{_error_text(body)}",
+            f"ServiceNow's answer to {where} holds no {key}{_error_text(body)}",
             status=response.status_code,
         )
     return body
@@ -473,9 +446,8 @@ def _has_more(request: RecordRequest, response: httpx.Response, total: int | Non
     return total is not None and request.offset + request.limit < total
 
 
-def _status_error(
-    what: str, response: httpx.Response
-) -> ServiceNowRejected | ServiceNowUnavailable:
+def status_error(what: str, response: httpx.Response) -> ServiceNowRejected | ServiceNowUnavailable:
+    """The worker's error for an answer of 400 or more."""
     status = response.status_code
     body = _parse_error_body(response)
     message = f"ServiceNow answered {status} to {what}{_error_text(body)}"

@@ -15,9 +15,11 @@ import re
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Annotated, Any, Final, Literal, Self
 from urllib.parse import quote
 
+import httpx
 import structlog
 from pydantic import BeforeValidator, Field, model_validator
 
@@ -43,7 +45,14 @@ from servicenow_worker.inputs import (
     TableName,
 )
 from servicenow_worker.operations.family import JobContext, OperationFamily
-from servicenow_worker.servicenow import ApiAnswer, ApiRequest
+from servicenow_worker.servicenow import (
+    ApiCall,
+    Upload,
+    checked,
+    json_body,
+    query_string,
+    total_count,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -60,6 +69,45 @@ MEDIA_TYPE: Final = re.compile(
     r"(\s*;\s*[A-Za-z0-9!#$&^_.+-]+=(\"[^\"\r\n]*\"|[A-Za-z0-9!#$&^_.+-]+))*"
 )
 CONTENT_HASH: Final = re.compile(r"[\x21-\x7e]{1,256}")
+
+
+# -- calls to the Attachment API ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ServiceNowAnswer:
+    """ServiceNow's answer to an Attachment API call: its `result` (None for 204) and
+    `X-Total-Count`."""
+
+    status: int
+    result: Any
+    total_count: int | None = None
+    body_bytes: int = 0
+
+
+def _answer(what: str, response: httpx.Response) -> ServiceNowAnswer:
+    status = checked(what, response).status_code
+    if status == 204 or not response.content:
+        return ServiceNowAnswer(status=status, result=None)
+    return ServiceNowAnswer(
+        status=status,
+        result=json_body(what, response)["result"],
+        total_count=total_count(response),
+        body_bytes=len(response.content),
+    )
+
+
+async def _call(
+    context: JobContext,
+    inputs: DestinationInputs,
+    method: str,
+    path: str,
+    what: str,
+    body: Upload | None = None,
+) -> ServiceNowAnswer:
+    """One call to `path` (encoded already, each value from outside quoted) on the instance."""
+    call = ApiCall(method, inputs.base_url + path, what, partial(_answer, what), body)
+    return await context.servicenow.call(inputs, call, deadline=context.deadline)
 
 
 # -- inputs ---------------------------------------------------------------------------------------
@@ -404,15 +452,12 @@ async def _existing(
     query = _record_query(inputs.table, inputs.sys_id) + (
         f"^file_name={_escaped(name)}^size_bytes={size}"
     )
-    answer = await context.servicenow.call(
-        ApiRequest(
-            inputs,
-            "GET",
-            ATTACHMENT_API,
-            f"attach on {inputs.table} (looking for an earlier copy)",
-            params={"sysparm_query": query, "sysparm_limit": "10"},
-        ),
-        deadline=context.deadline,
+    answer = await _call(
+        context,
+        inputs,
+        "GET",
+        ATTACHMENT_API + query_string({"sysparm_query": query, "sysparm_limit": "10"}),
+        f"attach on {inputs.table} (looking for an earlier copy)",
     )
     records = answer.result if isinstance(answer.result, list) else []
     # ServiceNow ignores a condition on a field it does not know: compare again here.
@@ -436,16 +481,15 @@ async def _upload(
 ) -> dict[str, Any]:
     assert inputs.sys_id is not None
     what = f"attach of {name} on {inputs.table}"
-    api = ApiRequest(
-        inputs,
-        "POST",
-        ATTACHMENT_API + "/file",
-        what,
-        params={"table_name": inputs.table, "table_sys_id": inputs.sys_id, "file_name": name},
-    )
+    params = {"table_name": inputs.table, "table_sys_id": inputs.sys_id, "file_name": name}
     try:
-        answer = await context.servicenow.upload(
-            api, transfer.stream(), content_type=media, content_length=length
+        answer = await _call(
+            context,
+            inputs,
+            "POST",
+            ATTACHMENT_API + "/file" + query_string(params),
+            what,
+            Upload(transfer.stream(), content_type=media, content_length=length),
         )
     except ServiceNowRejected as rejected:
         raise _record_missing(
@@ -485,9 +529,8 @@ def _record_missing(
 async def _delete_attachment(context: JobContext, inputs: DestinationInputs, sys_id: Any) -> None:
     if not isinstance(sys_id, str) or not sys_id:
         return
-    await context.servicenow.call(
-        ApiRequest(inputs, "DELETE", _attachment_path(sys_id), "removing a damaged attachment"),
-        deadline=context.deadline,
+    await _call(
+        context, inputs, "DELETE", _attachment_path(sys_id), "removing a damaged attachment"
     )
 
 
@@ -518,23 +561,13 @@ async def _listing(
     query: str | None,
     limit: int,
     offset: int = 0,
-) -> ApiAnswer:
+) -> ServiceNowAnswer:
     """The record's attachments (`GET /api/now/attachment`); a record that does not exist is a
     404, not an empty list."""
     full = _record_query(table, sys_id) + (f"^{query}" if query else "")
-    answer = await context.servicenow.call(
-        ApiRequest(
-            inputs,
-            "GET",
-            ATTACHMENT_API,
-            f"attachments of {table}",
-            params={
-                "sysparm_query": full,
-                "sysparm_limit": str(limit),
-                "sysparm_offset": str(offset),
-            },
-        ),
-        deadline=context.deadline,
+    params = {"sysparm_query": full, "sysparm_limit": str(limit), "sysparm_offset": str(offset)}
+    answer = await _call(
+        context, inputs, "GET", ATTACHMENT_API + query_string(params), f"attachments of {table}"
     )
     if not answer.result and offset == 0:
         await _check_record(context, inputs, table, sys_id)
@@ -544,15 +577,15 @@ async def _listing(
 async def _check_record(
     context: JobContext, inputs: DestinationInputs, table: str, sys_id: str
 ) -> None:
-    api = ApiRequest(
-        inputs,
-        "GET",
-        f"/api/now/table/{table}/{quote(sys_id, safe='')}",
-        f"read of {table}",
-        params={"sysparm_fields": "sys_id"},
-    )
+    path = f"/api/now/table/{table}/{quote(sys_id, safe='')}"
     try:
-        await context.servicenow.call(api, deadline=context.deadline)
+        await _call(
+            context,
+            inputs,
+            "GET",
+            path + query_string({"sysparm_fields": "sys_id"}),
+            f"read of {table}",
+        )
     except ServiceNowRejected as rejected:
         raise _record_missing(rejected, table, sys_id, "it has no attachments to show") from None
 
@@ -622,14 +655,12 @@ async def _transfer(
     document_id: str,
 ) -> dict[str, Any] | None:
     limit = context.settings.worker_max_attachment_bytes
-    api = ApiRequest(
-        inputs,
-        "GET",
-        _attachment_path(attachment_sys_id) + "/file",
-        f"download of attachment {attachment_sys_id}",
-    )
+    url = inputs.base_url + _attachment_path(attachment_sys_id) + "/file"
+    what = f"download of attachment {attachment_sys_id}"
     try:
-        async with context.servicenow.download(api, deadline=context.deadline) as answer:
+        async with context.servicenow.download(
+            inputs, url, what, deadline=context.deadline
+        ) as answer:
             metadata = _attachment_metadata(answer.headers.get("X-Attachment-Metadata"))
             # Both go into a multipart header of the upload: only well-formed values pass.
             given_name = str(metadata.get("file_name") or "")
@@ -714,14 +745,12 @@ async def delete_attachment(
     context: JobContext, inputs: DeleteAttachmentInputs
 ) -> AttachmentAnswer:
     assert inputs.attachment_sys_id is not None
-    answer = await context.servicenow.call(
-        ApiRequest(
-            inputs,
-            "DELETE",
-            _attachment_path(inputs.attachment_sys_id),
-            f"deleteAttachment of {inputs.attachment_sys_id}",
-        ),
-        deadline=context.deadline,
+    answer = await _call(
+        context,
+        inputs,
+        "DELETE",
+        _attachment_path(inputs.attachment_sys_id),
+        f"deleteAttachment of {inputs.attachment_sys_id}",
     )
     return AttachmentAnswer(status=answer.status, result=None)
 

@@ -45,6 +45,7 @@ from urllib.parse import quote
 from aiohttp import web
 
 from ._aggregate import stats
+from ._attachments import AttachmentApi
 from ._batch import BatchApi
 from ._rest import ApiError
 from ._table_clock import InstanceClock, parse_stamp, stamp_of
@@ -334,6 +335,9 @@ class ServiceNowEmulator:
             self.app.router.add_route("*", prefix + "/{api:stats}/{table}", _unreachable)
         self.app.router.add_post("/api/now/v1/batch", self._batch)
         self.app.router.add_post(TOKEN_PATH, self.oauth.token_endpoint)
+        # The Attachment API (`_attachments.py`), on the same records.
+        self.attachments = AttachmentApi(self._store, lambda r: self._authenticate(r).user)
+        self.attachments.add_routes(self.app.router)
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -630,7 +634,10 @@ class ServiceNowEmulator:
         version = match_info.get("version")
         method = request.headers.get("X-HTTP-Method-Override", request.method).upper()
 
-        body, body_invalid, oversize = await self._read_body(request)
+        streamed = self.attachments.reads_own_body(request)  # an upload reads its own body
+        body, body_invalid, oversize = (
+            (None, False, None) if streamed else await self._read_body(request)
+        )
         auth = self._authenticate(request)
         recorded = RecordedRequest(
             method=method,

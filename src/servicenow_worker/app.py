@@ -10,6 +10,7 @@ grace period runs out; 2 for invalid settings.
 import asyncio
 import gc
 import signal
+import ssl
 import sys
 from collections.abc import AsyncIterator, Coroutine, Mapping
 from contextlib import asynccontextmanager
@@ -22,6 +23,7 @@ from pyzeebe.grpc_internals.zeebe_adapter import ZeebeAdapter
 
 from servicenow_worker import __version__, tracing
 from servicenow_worker.auth import Authenticator, TokenCache
+from servicenow_worker.camunda_documents import DocumentStore
 from servicenow_worker.handler import JobHandler
 from servicenow_worker.health import HealthServer
 from servicenow_worker.http_transport import AiohttpTransport, NoCookieJar
@@ -31,7 +33,7 @@ from servicenow_worker.secrets import SecretStore
 from servicenow_worker.servicenow import RetryPolicy, TableClient
 from servicenow_worker.settings import Settings
 from servicenow_worker.zeebe import DrainTimeout, JobPump, PumpSettings
-from servicenow_worker.zeebe_channel import build_channel
+from servicenow_worker.zeebe_channel import build_channel, token_source
 
 log = structlog.get_logger("servicenow_worker")
 
@@ -77,6 +79,23 @@ def build_http_client(
         transport = metrics.instrument(transport)  # times each request to ServiceNow
     # A client span per request, with traceparent, when traces are on; else unchanged.
     transport = tracing.instrument(transport)
+    return _pooled_client(settings, transport)
+
+
+def build_documents_client(settings: Settings) -> httpx.AsyncClient:
+    """The client for Camunda's REST API (the document store): a pool of its own, trusting the
+    system's CAs or ZEEBE_CA_CERTIFICATE_PATH, never showing ServiceNow's client certificate."""
+    ca_file = settings.zeebe_ca_certificate_path
+    verify: ssl.SSLContext | bool = (
+        ssl.create_default_context(cafile=str(ca_file)) if ca_file is not None else True
+    )
+    return _pooled_client(
+        settings,
+        AiohttpTransport(max_connections=settings.worker_max_jobs_in_flight, verify=verify),
+    )
+
+
+def _pooled_client(settings: Settings, transport: httpx.AsyncBaseTransport) -> httpx.AsyncClient:
     return httpx.AsyncClient(
         timeout=httpx.Timeout(
             connect=settings.servicenow_connect_timeout,
@@ -97,6 +116,7 @@ def build_handler(
     http: httpx.AsyncClient,
     secrets: Mapping[str, str] | None = None,
     tokens: TokenCache | None = None,
+    documents: DocumentStore | None = None,
 ) -> JobHandler:
     return JobHandler(
         table_client=TableClient(
@@ -119,6 +139,7 @@ def build_handler(
             env_prefix=settings.secrets_env_prefix,
         ),
         settings=settings,
+        documents=documents,
     )
 
 
@@ -147,12 +168,22 @@ async def open_worker(
     replaces the OAuth token cache (tests give one with their own clock).
     """
     metrics = WorkerMetrics(settings.worker_max_jobs_in_flight)
-    async with build_http_client(settings, metrics) as http:
-        channel = build_channel(settings)
+    # One OAuth client for Zeebe and Camunda's REST API: one cached token, renewed once.
+    camunda_tokens = token_source(settings)
+    async with (
+        build_http_client(settings, metrics) as http,
+        build_documents_client(settings) as documents_http,
+    ):
+        documents = (
+            DocumentStore(documents_http, settings.camunda_rest_address, camunda_tokens)
+            if settings.camunda_rest_address is not None
+            else None
+        )
+        channel = build_channel(settings, camunda_tokens)
         try:
             pump = JobPump(
                 ZeebeAdapter(channel, max_connection_retries=-1),
-                build_handler(settings, http, secrets, tokens),
+                build_handler(settings, http, secrets, tokens, documents),
                 pump_settings(settings),
                 metrics,
             )

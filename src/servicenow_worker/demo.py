@@ -20,14 +20,15 @@ AUTH: Final = {"type": "basic", "username": DEMO_USER, "password": "{{secrets.sn
 BANNER: Final = """\
 DEMO MODE: the real servicenow-worker, talking to emulators built into this package:
   a Zeebe gateway emulator at {gateway} (it plays the process engine and hands out jobs)
-  a ServiceNow Table API emulator at {servicenow} (it plays the instance)
+  a ServiceNow emulator at {servicenow} (it plays the instance: Table, Aggregate, Batch and
+  Attachment APIs)
 No real Camunda or ServiceNow is contacted. See the README to point the worker at real ones.
 """
 
 
 async def run_demo() -> int:
-    """Run a create → read → update → delete round trip with a batch, an aggregate and a read of
-    every page on the way, and two failures; the exit code."""
+    """Run a create → read → update → delete round trip with a batch, an aggregate, a read of
+    every page and an attachment on the way, and two failures; the exit code."""
     configure("INFO", "console")
     async with (
         ServiceNowEmulator(users={DEMO_USER: DEMO_PASSWORD}) as servicenow,
@@ -111,6 +112,22 @@ async def _scenario(gateway: ZeebeGatewayEmulator) -> None:
             "limit": 2,
             "fields": "number,priority",
         },
+    )
+    await _job(
+        gateway,
+        "Attach a note to the incident (attach: inline content, streamed to the Attachment API)",
+        {
+            "operation": "attach",
+            "table": "incident",
+            "sysId": sys_id,
+            "content": "df -h on db-01: /var 100%",
+            "fileName": "disk-usage.txt",
+        },
+    )
+    await _job(
+        gateway,
+        "List the incident's attachments (listAttachments)",
+        {"operation": "listAttachments", "table": "incident", "sysId": sys_id},
     )
     await _job(
         gateway,

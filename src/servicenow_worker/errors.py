@@ -10,8 +10,11 @@
     │                                (records outside a changes window): retries 0
     ├── AuthenticationFailed         ServiceNow's token endpoint refused the OAuth client or user:
     │                                fail with retries 0 (code AUTH_FAILED)
+    ├── DocumentRefused              Camunda's document store refused a document for good
+    │                                (unknown or expired, hash mismatch, too large, 4xx): retries 0
     └── ServiceNowUnavailable        408, 429, 5xx, timeouts, dropped connections, non-JSON 200:
-                                     fail with retries - 1 after a back-off
+        │                            fail with retries - 1 after a back-off
+        └── DocumentStoreUnavailable the same faults of Camunda's document store
 
 Each error carries the `code` that an `errorExpression` sees as `error.code`: the HTTP status as a
 string, or one of the worker's own codes below.
@@ -25,6 +28,12 @@ CONNECTION_ERROR: Final = "CONNECTION_ERROR"
 INVALID_RESPONSE: Final = "INVALID_RESPONSE"
 RESULT_TOO_LARGE: Final = "RESULT_TOO_LARGE"
 AUTH_FAILED: Final = "AUTH_FAILED"
+DOCUMENT_NOT_FOUND: Final = "DOCUMENT_NOT_FOUND"
+DOCUMENT_HASH_MISMATCH: Final = "DOCUMENT_HASH_MISMATCH"
+DOCUMENT_REFUSED: Final = "DOCUMENT_REFUSED"
+FILE_TOO_LARGE: Final = "FILE_TOO_LARGE"
+TOO_MANY_ATTACHMENTS: Final = "TOO_MANY_ATTACHMENTS"
+NOT_CONFIGURED: Final = "NOT_CONFIGURED"
 TOO_MANY_RECORDS: Final = "TOO_MANY_RECORDS"
 BATCH_UNSERVICED: Final = "BATCH_UNSERVICED"
 
@@ -109,3 +118,16 @@ class ServiceNowUnavailable(WorkerError):
         self.retry_after = retry_after
         # True when the request certainly never reached ServiceNow (no connection was made).
         self.never_sent = never_sent
+
+
+class DocumentRefused(WorkerError):
+    """Camunda's document store refused the document for good, or a file exceeds a limit."""
+
+    def __init__(self, code: str, message: str, *, status: int | None = None) -> None:
+        super().__init__(message, variables={"status": status} if status is not None else None)
+        self.code = code
+        self.status = status
+
+
+class DocumentStoreUnavailable(ServiceNowUnavailable):
+    """Camunda's document store failed in a way that may pass (5xx, timeouts, broken streams)."""

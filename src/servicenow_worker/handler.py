@@ -12,6 +12,7 @@ from typing import Any
 import structlog
 
 from servicenow_worker import outcome, tracing
+from servicenow_worker.camunda_documents import DocumentStore
 from servicenow_worker.errors import InputError, WorkerError
 from servicenow_worker.inputs import (
     InputRules,
@@ -39,6 +40,7 @@ class JobView:
     element_instance_key: int
     headers: Mapping[str, Any]
     variables: Mapping[str, Any]
+    bpmn_process_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,8 @@ class JobHandler:
     rules: InputRules
     secrets: SecretStore
     settings: Settings
+    # Camunda's document store, where CAMUNDA_REST_ADDRESS names it (attachments, §11).
+    documents: DocumentStore | None = None
 
     async def handle(self, job: JobView) -> outcome.Outcome:
         used = ResolvedSecrets()
@@ -109,6 +113,8 @@ class JobHandler:
             deadline=self._deadline(job),
             process_instance_key=job.process_instance_key,
             element_instance_key=job.element_instance_key,
+            bpmn_process_id=job.bpmn_process_id,
+            documents=self.documents,
         )
 
     def _deadline(self, job: JobView) -> float:

@@ -83,17 +83,18 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         session = self._session or self._open()
         timeout = request.extensions.get("timeout", {})
         connect, pool = timeout.get("connect"), timeout.get("pool")
-        headers = request.headers.multi_items()
-        if "Transfer-Encoding" in request.headers:
-            # A streamed body (none of ours) goes out read whole, with aiohttp's Content-Length.
-            headers = [(k, v) for k, v in headers if k.lower() != "transfer-encoding"]
         with _mapped_errors(request):
             response = await session.request(
                 request.method,
                 # As httpx encoded it: no second quoting pass may change a query.
                 URL(str(request.url), encoded=True),
-                headers=headers,
-                data=await request.aread() or None,
+                # aiohttp frames a streamed body itself: chunked unless Content-Length is given.
+                headers=[
+                    (k, v)
+                    for k, v in request.headers.multi_items()
+                    if k.lower() != "transfer-encoding"
+                ],
+                data=_request_body(request),
                 allow_redirects=False,
                 timeout=aiohttp.ClientTimeout(
                     total=None,
@@ -118,6 +119,26 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+def _request_body(request: httpx.Request) -> bytes | AsyncIterator[bytes] | None:
+    """The body as httpx holds it: bytes given whole, or a stream passed on chunk by chunk.
+
+    A streamed body (an upload of a file) goes out as it is produced, under the framing httpx
+    chose (`Content-Length` when the size is known, else `Transfer-Encoding: chunked`): the
+    transport never holds more of it than one chunk.
+    """
+    stream = request.stream
+    if isinstance(stream, httpx.ByteStream):
+        return request.content or None
+    assert isinstance(stream, httpx.AsyncByteStream)
+    return _chunks(stream)
+
+
+async def _chunks(stream: httpx.AsyncByteStream) -> AsyncIterator[bytes]:
+    async for chunk in stream:
+        if chunk:
+            yield chunk
 
 
 class _ResponseStream(httpx.AsyncByteStream):

@@ -43,6 +43,11 @@ class Operation(StrEnum):
     CHANGES = "changes"
     AGGREGATE = "aggregate"
     BATCH = "batch"
+    # Attachments and Camunda documents (docs/contract.md §11); names in lower case, as resolved.
+    ATTACH = "attach"
+    LIST_ATTACHMENTS = "listattachments"
+    DOWNLOAD = "download"
+    DELETE_ATTACHMENT = "deleteattachment"
 
 
 ALL_OPERATIONS: Final = frozenset(Operation)
@@ -57,20 +62,23 @@ TABLE_OPERATIONS: Final = frozenset(
 RECORD_OUTPUT_OPERATIONS: Final = TABLE_OPERATIONS - {Operation.DELETE} | {Operation.CHANGES}
 READ: Final = frozenset({Operation.READ})
 AGGREGATE: Final = frozenset({Operation.AGGREGATE})
+ATTACHMENT_LISTS: Final = frozenset({Operation.LIST_ATTACHMENTS, Operation.DOWNLOAD})
 
 # Input name -> the operations that use it (others ignore it), and those that require it.
 USED_BY: Final[Mapping[str, frozenset[Operation]]] = {
     "instance": ALL_OPERATIONS,
     "authentication": ALL_OPERATIONS,
     "operation": ALL_OPERATIONS,
-    # a batch has no table of its own: each of its requests names one
-    "table": ALL_OPERATIONS - {Operation.BATCH},
+    # a batch has no table of its own: each of its requests names one; an attachment is named
+    # by its own sys_id
+    "table": ALL_OPERATIONS - {Operation.BATCH, Operation.DELETE_ATTACHMENT},
     "payload": WRITE_OPERATIONS,
-    "query": LIST_OPERATIONS | AGGREGATE,
-    "sysId": frozenset({Operation.READ, Operation.UPDATE, Operation.DELETE}),
+    "query": LIST_OPERATIONS | AGGREGATE | ATTACHMENT_LISTS,
+    "sysId": frozenset({Operation.READ, Operation.UPDATE, Operation.DELETE, Operation.ATTACH})
+    | ATTACHMENT_LISTS,
     "fields": RECORD_OUTPUT_OPERATIONS,
-    "limit": LIST_OPERATIONS,
-    "offset": READ,
+    "limit": LIST_OPERATIONS | {Operation.LIST_ATTACHMENTS},
+    "offset": READ | {Operation.LIST_ATTACHMENTS},
     "cursor": frozenset({Operation.CHANGES}),
     "since": frozenset({Operation.CHANGES}),
     "displayValue": RECORD_OUTPUT_OPERATIONS | AGGREGATE,
@@ -86,11 +94,21 @@ USED_BY: Final[Mapping[str, frozenset[Operation]]] = {
     "having": AGGREGATE,
     "orderBy": AGGREGATE,
     "requests": frozenset({Operation.BATCH}),
+    "document": frozenset({Operation.ATTACH}),
+    "content": frozenset({Operation.ATTACH}),
+    "fileName": frozenset({Operation.ATTACH}),
+    "contentType": frozenset({Operation.ATTACH}),
+    "contentEncoding": frozenset({Operation.ATTACH}),
+    "attachmentSysId": frozenset({Operation.DOWNLOAD, Operation.DELETE_ATTACHMENT}),
+    "maxAttachments": frozenset({Operation.DOWNLOAD}),
 }
 REQUIRED_FOR: Final[Mapping[str, frozenset[Operation]]] = {
     "payload": WRITE_OPERATIONS,
-    "sysId": frozenset({Operation.UPDATE, Operation.DELETE}),
+    "sysId": frozenset(
+        {Operation.UPDATE, Operation.DELETE, Operation.ATTACH, Operation.LIST_ATTACHMENTS}
+    ),
     "requests": frozenset({Operation.BATCH}),
+    "attachmentSysId": frozenset({Operation.DELETE_ATTACHMENT}),
 }
 INPUT_NAMES: Final = tuple(USED_BY)
 HEADER_ONLY_NAMES: Final = (
@@ -168,8 +186,16 @@ def operation_named(text: str) -> Operation | None:
     return Operation(lowered) if lowered in OPERATION_VALUES else None
 
 
+# How the documentation and messages write the operations (any case is accepted).
+OPERATION_NAMES: Final[Mapping[Operation, str]] = {
+    **{op: op.value for op in Operation},
+    Operation.LIST_ATTACHMENTS: "listAttachments",
+    Operation.DELETE_ATTACHMENT: "deleteAttachment",
+}
+
+
 def unknown_operation(value: Any) -> str:
-    return f"must be one of {', '.join(op.value for op in Operation)} (got {value!r})"
+    return f"must be one of {', '.join(OPERATION_NAMES.values())} (got {value!r})"
 
 
 def _input_value(name: str, headers: Mapping[str, Any], variables: Mapping[str, Any]) -> Any:
@@ -324,7 +350,7 @@ class DestinationInputs(BaseModel):
     def _required_and_destination(self, info: ValidationInfo) -> Self:
         for name, operations in REQUIRED_FOR.items():
             if self.operation in operations and getattr(self, _field_name(self, name)) is None:
-                raise InputError(name, f"is required for {self.operation}")
+                raise InputError(name, f"is required for {OPERATION_NAMES[self.operation]}")
         object.__setattr__(self, "base_url", resolve_base_url(self.instance, _rules(info)))
         return self
 

@@ -227,14 +227,26 @@ def outcome_label(result: Outcome) -> str:
 
 
 def request_operation(request: httpx.Request) -> str:
-    """The operation an HTTP request to ServiceNow carries out: a Batch or Aggregate API call by
-    its path, a Table API request by its method (an idempotency lookup is a read)."""
+    """The operation an HTTP request to ServiceNow carries out: a Batch, Aggregate or Attachment
+    API call by its path, a Table API request by its method (an idempotency lookup is a read)."""
     path = request.url.path
     if path.endswith("/batch"):
         return Operation.BATCH.value
     if "/stats/" in path:
         return Operation.AGGREGATE.value
+    if "/api/now/attachment" in path:
+        return _attachment_operation(request.method, path).value
     return METHOD_OPERATIONS.get(request.method, "unknown")
+
+
+def _attachment_operation(method: str, path: str) -> Operation:
+    """An upload attaches, a file's content is a download, a DELETE deletes an attachment; any
+    other read lists attachments (also attach's look for an earlier copy)."""
+    if method == "POST":
+        return Operation.ATTACH
+    if method == "DELETE":
+        return Operation.DELETE_ATTACHMENT
+    return Operation.DOWNLOAD if path.endswith("/file") else Operation.LIST_ATTACHMENTS
 
 
 def status_class(status: int) -> str:

@@ -1,16 +1,18 @@
-"""The ServiceNow client: the one way to ServiceNow's HTTP APIs (Table, Aggregate, Batch).
+"""The ServiceNow client: the one way to ServiceNow's HTTP APIs (Table, Aggregate, Batch,
+Attachment).
 
 `send` takes one `RecordRequest` (a Table API request) to a `TableResponse`; `call` takes any
-`ApiCall` (method, URL, body, and how its successful answer is read) to what that answer becomes.
-Both go through the same authentication, in-process retries and error translation. It knows
-nothing of Zeebe. Every httpx exception and every unwelcome answer is translated here, and only
+`ApiCall` (method, URL, body, and how its successful answer is read) to what that answer becomes;
+`download` is a `call` whose answer's body is read chunk by chunk. All go through `call`: the same
+authentication, in-process retries and error translation, and `_send_once` for each HTTP attempt.
+It knows nothing of Zeebe. Every httpx exception and every unwelcome answer is translated here, and only
 here, into the error tree of `errors.py`.
 """
 
 import json
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import parsedate_to_datetime
@@ -49,24 +51,35 @@ DETAIL_LIMIT: Final = 300
 IN_PROCESS_WAIT_LIMIT: Final = 5.0
 JSON_HEADERS: Final = {"Accept": "application/json"}
 BODY_HEADERS: Final = {"Accept": "application/json", "Content-Type": "application/json"}
-
-
-Answer = TypeVar("Answer")
+# What the worker reads of an error answer to a streamed download: enough for ServiceNow's envelope.
+ERROR_BODY_LIMIT: Final = 64 * 1024
 
 
 @dataclass(frozen=True)
-class ApiCall(Generic[Answer]):
-    """One HTTP request to ServiceNow, whichever API, and what its answer becomes.
+class Upload:
+    """A request body sent chunk by chunk. It is sent once: a stream read halfway cannot be sent
+    again in-process, so a failure is the job's to retry (docs/contract.md §6)."""
 
-    `answer` reads the response (any status: it raises the worker's errors for the unwelcome
-    ones, see `checked`); `what` names the request in messages ("read on incident").
-    """
+    chunks: AsyncIterator[bytes]
+    content_type: str
+    content_length: int | None = None
 
-    method: str
-    url: str
-    what: str
-    answer: Callable[[httpx.Response], Answer]
-    body: bytes | None = None
+
+class Download:
+    """A streamed answer: its headers now, its body chunk by chunk."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self._response = response
+        self.headers = response.headers
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """The body as it arrives; a connection that breaks is a `ServiceNowUnavailable`."""
+        with _translate_transport_errors():
+            async for chunk in self._response.aiter_bytes():
+                yield chunk
+
+    async def aclose(self) -> None:
+        await self._response.aclose()
 
 
 @dataclass(frozen=True)
@@ -108,8 +121,28 @@ class RetryPolicy:
     wait_max: float = IN_PROCESS_WAIT_LIMIT
 
 
+Answer = TypeVar("Answer")
+
+
+@dataclass(frozen=True)
+class ApiCall(Generic[Answer]):
+    """One HTTP request to ServiceNow, whichever API, and what its answer becomes.
+
+    `answer` reads the response (any status: it raises the worker's errors for the unwelcome
+    ones, see `checked`); `what` names the request in messages ("read on incident"). A `streamed`
+    answer reaches `answer` with its body unread, and only when it is a success (2xx).
+    """
+
+    method: str
+    url: str
+    what: str
+    answer: Callable[[httpx.Response], Answer]
+    body: bytes | Upload | None = None
+    streamed: bool = False
+
+
 class TableClient:
-    """Sends Table API requests over one shared, pooled `httpx.AsyncClient`."""
+    """Sends ServiceNow requests over one shared, pooled `httpx.AsyncClient`: the one seam."""
 
     def __init__(
         self,
@@ -143,15 +176,16 @@ class TableClient:
     ) -> Answer:
         """Send `call` to `destination`'s instance as its user, retrying in-process where that is
         safe, until `deadline` (monotonic)."""
-        method, body = call.method, call.body
+        method = call.method
         # Once per job, not per attempt: the credential headers and (OAuth) the token flow.
         credentials = self._authenticator.credentials(destination)
-        headers = {**(BODY_HEADERS if body is not None else JSON_HEADERS), **credentials.headers}
+        headers = {**_content_headers(call), **credentials.headers}
         answer_lost = False
         budget = deadline - time.monotonic() - self._attempt_timeout - self._retry.wait_max
+        once_only = budget <= 0 or isinstance(call.body, Upload)
         retrying = stamina.retry_context(
             on=lambda error: self._may_retry(method, error),
-            attempts=self._retry.attempts if budget > 0 else 1,
+            attempts=1 if once_only else self._retry.attempts,
             timeout=budget if budget > 0 else None,
             wait_initial=self._retry.wait_initial,
             wait_max=self._retry.wait_max,
@@ -184,14 +218,53 @@ class TableClient:
             return False
         return retry_after if retry_after is not None else True
 
+    @asynccontextmanager
+    async def download(
+        self, destination: DestinationInputs, url: str, what: str, *, deadline: float
+    ) -> AsyncIterator[Download]:
+        """A GET whose answer is read chunk by chunk by the caller: opened with in-process
+        retries like any read; a break in the middle is a `ServiceNowUnavailable`."""
+        call = ApiCall("GET", url, what, Download, streamed=True)
+        answer = await self.call(destination, call, deadline=deadline)
+        try:
+            yield answer
+        finally:
+            await answer.aclose()
+
     async def _send_once(
         self, call: ApiCall[Answer], headers: dict[str, str], auth: httpx.Auth | None
     ) -> Answer:
+        """One HTTP attempt. Every request to ServiceNow (Table, Aggregate, Batch, Attachment;
+        JSON, streamed upload or streamed download) passes here once per try: the one place for
+        what each attempt must do."""
+        content = call.body.chunks if isinstance(call.body, Upload) else call.body
         with _translate_transport_errors():
-            response = await self._http.request(
-                call.method, call.url, content=call.body, headers=headers, auth=auth
+            request = self._http.build_request(
+                call.method, call.url, content=content, headers=headers
             )
-        return call.answer(response)
+            response = await self._http.send(request, auth=auth, stream=call.streamed)
+        if not call.streamed:
+            return call.answer(response)
+        try:
+            if response.status_code >= 300:
+                checked(call.what, await _read_bounded(response))
+            return call.answer(response)
+        except BaseException:
+            await response.aclose()
+            raise
+
+
+def _content_headers(call: ApiCall[Any]) -> dict[str, str]:
+    if call.streamed:
+        return {"Accept": "*/*"}
+    if isinstance(call.body, Upload):
+        length = call.body.content_length
+        return {
+            **JSON_HEADERS,
+            "Content-Type": call.body.content_type,
+            **({"Content-Length": str(length)} if length is not None else {}),
+        }
+    return BODY_HEADERS if call.body is not None else JSON_HEADERS
 
 
 def stored_value(record: dict[str, Any], field: str) -> Any:
@@ -296,16 +369,38 @@ def table_response(request: RecordRequest, response: httpx.Response) -> TableRes
     is_list = request.operation is Operation.READ and request.sys_id is None
     if not is_list:
         return TableResponse(status=status, result=body["result"], body_bytes=len(response.content))
-    total = response.headers.get("X-Total-Count")
-    total_count = int(total) if total is not None and total.isdigit() else None
+    count = total_count(response)
     return TableResponse(
         status=status,
         result=body["result"],
         is_list=True,
-        total_count=total_count,
-        has_more=_has_more(request, response, total_count),
+        total_count=count,
+        has_more=_has_more(request, response, count),
         body_bytes=len(response.content),
         server_time=_http_date(response.headers.get("Date")),
+    )
+
+
+def total_count(response: httpx.Response) -> int | None:
+    """`X-Total-Count`: how many records the query matches; None when absent or not a number."""
+    total = response.headers.get("X-Total-Count")
+    return int(total) if total is not None and total.isdigit() else None
+
+
+async def _read_bounded(response: httpx.Response) -> httpx.Response:
+    """A streamed error answer with at most `ERROR_BODY_LIMIT` bytes of its body read."""
+    kept = bytearray()
+    with _translate_transport_errors():
+        async for chunk in response.aiter_bytes():
+            kept += chunk
+            if len(kept) >= ERROR_BODY_LIMIT:
+                break
+    headers = [(k, v) for k, v in response.headers.multi_items() if k.lower() != "content-encoding"]
+    return httpx.Response(
+        response.status_code,
+        headers=headers,
+        content=bytes(kept[:ERROR_BODY_LIMIT]),
+        request=response.request,
     )
 
 

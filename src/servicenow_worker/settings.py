@@ -68,6 +68,11 @@ class Settings(BaseSettings):
     # Zeebe refuses commands over its maxMessageSize (4 MB by default): stay well under it.
     worker_max_result_bytes: int = Field(default=3_000_000, ge=1_000)
 
+    # Attachments and Camunda documents (docs/contract.md §11, docs/attachments.md).
+    # The Orchestration Cluster REST API (`/v2` is added unless given), as Camunda's clients take it.
+    camunda_rest_address: str | None = None
+    worker_max_attachment_bytes: int = Field(default=100 * 1024 * 1024, ge=1)
+
     # ServiceNow (docs/contract.md §7).
     servicenow_allowed_hosts: Annotated[tuple[str, ...], NoDecode] = (
         "*.service-now.com",
@@ -129,6 +134,19 @@ class Settings(BaseSettings):
                 "must be http(s)://host[:port], optionally with {instance} in the host, no path"
             )
         return template.rstrip("/")
+
+    @field_validator("camunda_rest_address")
+    @classmethod
+    def _check_rest_address(cls, address: str | None) -> str | None:
+        if address is None:
+            return None
+        address = address.strip().rstrip("/")
+        if not re.match(r"^https?://[A-Za-z0-9.\[\]:-]+(/[A-Za-z0-9._~%/-]*)?$", address):
+            raise ValueError(
+                "must be http(s)://host[:port][/path], the cluster's REST address "
+                "(e.g. http://localhost:8080)"
+            )
+        return address if re.search(r"/v2$", address) else address + "/v2"
 
     @field_validator("secrets_dir")
     @classmethod

@@ -38,6 +38,7 @@ from servicenow_worker.inputs import (
     HEADER_ONLY_NAMES,
     INPUT_NAMES,
     INSTANCE_NAME,
+    OPERATION_NAMES,
     REQUIRED_FOR,
     SYS_ID_PATTERN,
     TABLE_NAME,
@@ -49,6 +50,11 @@ from servicenow_worker.inputs import (
 )
 from servicenow_worker.operations import OPERATIONS
 from servicenow_worker.operations.aggregate import HAVING_PATTERN, ORDER_BY_PATTERN
+from servicenow_worker.operations.attachments import (
+    DEFAULT_MAX_ATTACHMENTS,
+    MAX_ATTACHMENTS_LIMIT,
+    MEDIA_TYPE,
+)
 from servicenow_worker.secrets import PLACEHOLDER
 from servicenow_worker.settings import Settings
 
@@ -57,7 +63,7 @@ SCHEMA_URL: Final = (
 )
 TEMPLATE_ID: Final = "servicenow-worker.ServiceNow.v1"
 # Bump on every change of the generated template, so the Modeler offers the upgrade.
-TEMPLATE_VERSION: Final = 3
+TEMPLATE_VERSION: Final = 4
 TEMPLATE_PATH: Final = Path("element-templates/servicenow-connector.json")
 DOCUMENTATION_URL: Final = (
     "https://github.com/servicenow-worker/servicenow-worker#use-it-in-camunda-modeler"
@@ -114,6 +120,11 @@ GROUPS: Final = (
     Group("operation", "Operation"),
     Group("record", "Record"),
     Group("batch", "Requests", "The create, read, update and delete requests of a batch."),
+    Group(
+        "attachment",
+        "Attachment",
+        "Files between the record and Camunda documents: attach, list, download, delete.",
+    ),
     Group(
         "query",
         "Query and response options",
@@ -180,15 +191,21 @@ INPUT_LOOKS: Final[Mapping[str, Look]] = {
         group="operation",
         description="What to do with the record.",
         kind="Dropdown",
-        value=Operation.CREATE.value,
+        value=OPERATION_NAMES[Operation.CREATE],
         choice_labels={
-            Operation.CREATE: "Create a record",
-            Operation.READ: "Read records (one by Sys ID, or a list by query)",
-            Operation.UPDATE: "Update a record",
-            Operation.DELETE: "Delete a record",
-            Operation.CHANGES: "Changes since the last call (a feed with a cursor)",
-            Operation.AGGREGATE: "Count and aggregate records (Aggregate API)",
-            Operation.BATCH: "Several requests at once (Batch API)",
+            OPERATION_NAMES[Operation.CREATE]: "Create a record",
+            OPERATION_NAMES[Operation.READ]: "Read records (one by Sys ID, or a list by query)",
+            OPERATION_NAMES[Operation.UPDATE]: "Update a record",
+            OPERATION_NAMES[Operation.DELETE]: "Delete a record",
+            OPERATION_NAMES[
+                Operation.CHANGES
+            ]: "Changes since the last call (a feed with a cursor)",
+            OPERATION_NAMES[Operation.AGGREGATE]: "Count and aggregate records (Aggregate API)",
+            OPERATION_NAMES[Operation.BATCH]: "Several requests at once (Batch API)",
+            OPERATION_NAMES[Operation.ATTACH]: "Attach documents or content to a record",
+            OPERATION_NAMES[Operation.LIST_ATTACHMENTS]: "List a record's attachments",
+            OPERATION_NAMES[Operation.DOWNLOAD]: "Download attachments as Camunda documents",
+            OPERATION_NAMES[Operation.DELETE_ATTACHMENT]: "Delete an attachment",
         },
     ),
     "table": Look(
@@ -308,6 +325,84 @@ INPUT_LOOKS: Final[Mapping[str, Look]] = {
             "true": "Display values (names, choice labels)",
             "all": "Both (value and display_value per field)",
         },
+    ),
+    "document": Look(
+        label="Documents",
+        group="attachment",
+        description=(
+            "Camunda documents to attach, one or a list, as a FEEL expression: "
+            "<code>=invoiceFiles</code> (a form's file picker gives a list). Each becomes one "
+            "attachment with the document's file name and type. Or leave it empty and give "
+            "content."
+        ),
+        feel="required",
+        placeholder="=invoiceFiles",
+    ),
+    "content": Look(
+        label="Content",
+        group="attachment",
+        description=(
+            "Instead of documents: the file's content, as text or base64 (see encoding), "
+            'such as <code>="Customer called at " + string(now())</code>. Needs a file name.'
+        ),
+        kind="Text",
+        feel="optional",
+    ),
+    "fileName": Look(
+        label="File name",
+        group="attachment",
+        description=(
+            "The attachment's file name, such as <code>call-notes.txt</code>: required with "
+            "content; renames a single document."
+        ),
+        feel="optional",
+        placeholder="call-notes.txt",
+        pattern_message="must be a file name without / or \\, such as invoice.pdf.",
+    ),
+    "contentType": Look(
+        label="Content type",
+        group="attachment",
+        description=(
+            "The MIME type, such as <code>application/pdf</code>. Empty: the document's own type; "
+            "for content text/plain, or application/octet-stream with base64."
+        ),
+        feel="optional",
+        placeholder="text/plain",
+        pattern_message="must be a MIME type such as application/pdf.",
+    ),
+    "contentEncoding": Look(
+        label="Content encoding",
+        group="attachment",
+        description="How the content is written: plain text (sent as UTF-8) or base64.",
+        kind="Dropdown",
+        value="text",
+        choice_labels={"text": "Text (UTF-8)", "base64": "Base64"},
+    ),
+    "attachmentSysId": Look(
+        label="Attachment Sys ID",
+        group="attachment",
+        description=(
+            "The attachment's <code>sys_id</code> (from listAttachments or attach): "
+            "<code>=attachments.result[1].sys_id</code>. For download, leave it empty to "
+            "download every attachment of the record (Sys ID above)."
+        ),
+        feel="optional",
+        placeholder="=attachments.result[1].sys_id",
+        pattern_message=(
+            "must be an attachment's sys_id or a FEEL expression such as "
+            "=attachments.result[1].sys_id."
+        ),
+    ),
+    "maxAttachments": Look(
+        label="Most attachments",
+        group="attachment",
+        description=(
+            f"Download of a whole record: at most this many files, {DEFAULT_MAX_ATTACHMENTS} "
+            "when empty. More matching attachments fail the job (narrow the query) rather "
+            "than drop some silently."
+        ),
+        placeholder=str(DEFAULT_MAX_ATTACHMENTS),
+        pattern_message=f"must be a whole number from 1 to {MAX_ATTACHMENTS_LIMIT}.",
     ),
     "excludeReferenceLink": Look(
         label="Exclude reference links",
@@ -585,14 +680,19 @@ PATTERNS: Final[Mapping[str, str]] = {
     "having": HAVING_PATTERN,
     "orderBy": ORDER_BY_PATTERN,
     "idempotencyField": IDEMPOTENCY_FIELD_PATTERN,
+    "fileName": r"^[^/\\]{1,255}$",
+    "contentType": f"^{MEDIA_TYPE.pattern}$",
+    "attachmentSysId": SYS_ID_PATTERN,
+    "maxAttachments": rf"^([1-9][0-9]?|{MAX_ATTACHMENTS_LIMIT})$",
     "resultVariable": VARIABLE_NAME_PATTERN,
     "retryBackoff": DURATION_PATTERN,
     "retries": RETRIES_PATTERN,
 }
 # Values the model allows, for the dropdowns.
 ALLOWED_VALUES: Final[Mapping[str, tuple[str, ...]]] = {
-    "operation": tuple(op.value for op in Operation),
+    "operation": tuple(OPERATION_NAMES.values()),
     "displayValue": DISPLAY_VALUES,
+    "contentEncoding": ("text", "base64"),
 }
 # Needed by the worker's default SERVICENOW_URL_TEMPLATE although the model lets it be absent.
 REQUIRED_IN_MODELER: Final = frozenset({"instance"})
@@ -641,7 +741,8 @@ def build_template() -> dict[str, Any]:
         "version": TEMPLATE_VERSION,
         "description": (
             "Create, read, update or delete records in any ServiceNow table; read every page, "
-            "count and aggregate, or send several requests at once"
+            "count and aggregate, or send several requests at once; attach Camunda documents to "
+            "records and download attachments as documents"
         ),
         "keywords": [
             "servicenow",
@@ -652,6 +753,8 @@ def build_template() -> dict[str, Any]:
             "crud",
             "aggregate",
             "batch",
+            "attachment",
+            "documents",
         ],
         "documentationRef": DOCUMENTATION_URL,
         "category": {"id": "connectors", "name": "Connectors"},
@@ -921,7 +1024,7 @@ def _constraints(name: str, look: Look, *, required: bool) -> dict[str, Any]:
 def _operations_condition(operations: frozenset[Operation]) -> dict[str, Any] | None:
     if operations == ALL_OPERATIONS:
         return None
-    values = [op.value for op in Operation if op in operations]
+    values = [OPERATION_NAMES[op] for op in Operation if op in operations]
     if len(values) == 1:
         return {"property": "operation", "equals": values[0]}
     return {"property": "operation", "oneOf": values}

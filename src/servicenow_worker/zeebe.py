@@ -192,6 +192,7 @@ class JobPump:
                         deadline_ms=job.deadline,
                         process_instance_key=job.process_instance_key,
                         element_instance_key=job.element_instance_key,
+                        bpmn_process_id=job.bpmn_process_id,
                         headers=job.custom_headers,
                         variables=job.variables,
                     )

@@ -146,8 +146,17 @@ def _split_address(address: str) -> tuple[str, bool | None]:
     return rest.rstrip("/"), _SCHEMES[scheme.lower()]
 
 
-def build_channel(settings: Settings) -> grpc.aio.Channel:
-    """A channel to the gateway that `settings` name."""
+def token_source(settings: Settings) -> "TokenSource | None":
+    """The OAuth token source of the configured client, or None without one. One per worker:
+    the gateway channel and Camunda's REST API (document store) share its cached token."""
+    connection = resolve_connection(settings)
+    if connection.oauth is None:
+        return None
+    return TokenSource(connection.oauth, ca_certificate=connection.ca_certificate)
+
+
+def build_channel(settings: Settings, tokens: "TokenSource | None" = None) -> grpc.aio.Channel:
+    """A channel to the gateway that `settings` name, authorised by `tokens` where given."""
     connection = resolve_connection(settings)
     _warn_if_credentials_travel_in_clear(connection)
     log.info(
@@ -160,7 +169,7 @@ def build_channel(settings: Settings) -> grpc.aio.Channel:
     )
     interceptors: list[Any] = []
     if connection.oauth is not None:
-        tokens = TokenSource(connection.oauth, ca_certificate=connection.ca_certificate)
+        tokens = tokens or TokenSource(connection.oauth, ca_certificate=connection.ca_certificate)
         interceptors = bearer_token_interceptors(tokens)
     if not connection.tls:
         return grpc.aio.insecure_channel(

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from servicenow_emulators.camunda_documents import CamundaDocumentsEmulator
 from servicenow_emulators.table_api import ServiceNowEmulator
 from servicenow_emulators.zeebe_gateway import ZeebeGatewayEmulator
 from servicenow_worker.app import open_worker
@@ -299,3 +300,40 @@ def test_transport_security_from_the_address_and_zeebe_tls(
 ) -> None:
     connection = resolve_connection(Settings(**settings))
     assert (connection.mode, connection.address) == (mode, address)
+
+
+async def test_document_store_shares_the_zeebe_token(
+    run_worker: Run, token_endpoint: TokenEndpoint, servicenow: ServiceNowEmulator
+) -> None:
+    """Camunda's REST API (the document store) gets the Zeebe OAuth client's token: one token,
+    fetched once, for the gateway and the store (docs/contract.md §11). A token the store
+    refuses is dropped and the job retried with a new one."""
+    sys_id = servicenow.insert("incident", {"short_description": "x"})["sys_id"]
+    async with (
+        ZeebeGatewayEmulator(require_bearer_token=token_endpoint.token) as gateway,
+        CamundaDocumentsEmulator(bearer_tokens={token_endpoint.token}) as documents,
+    ):
+        await run_worker(
+            zeebe_address=gateway.address,
+            zeebe_client_id=token_endpoint.client_id,
+            zeebe_client_secret=token_endpoint.client_secret,
+            zeebe_authorization_server_url=token_endpoint.url,
+            camunda_rest_address=documents.rest_address,
+        )
+        reference = documents.add(b"%PDF-1.7", file_name="a.pdf")
+        variables = job_variables(operation="attach", table="incident", sysId=sys_id)
+        key = gateway.create_job(JOB_TYPE, {**variables, "document": reference}, {})
+        outcome = await gateway.wait_for_outcome(key, timeout=20)
+        assert outcome.kind == "complete", outcome.error_message
+        assert [r.headers.get("authorization") for r in documents.requests] == [
+            f"Bearer {token_endpoint.token}"
+        ]
+        assert len(token_endpoint.requests) == 1
+
+        documents.bearer_tokens = {"token-2"}  # the store stops taking the token
+        key = gateway.create_job(JOB_TYPE, {**variables, "document": reference}, {}, retries=3)
+        [refused] = await gateway.wait_for_outcomes(key, 1)
+        assert (refused.kind, refused.retries) == ("fail", 2)
+        assert "document store answered 401" in refused.error_message
+        # The failure was reported to the gateway with a token fetched after the refusal.
+        assert len(token_endpoint.requests) == 2

@@ -151,17 +151,31 @@ async def test_metrics_move_by_the_jobs_the_worker_did(
     assert value(after, "servicenow_worker_info", version="0.1.0") == 1
 
 
-async def test_batch_and_aggregate_requests_have_their_own_label(
-    gateway: ZeebeGatewayEmulator, worker: tuple[JobPump, HealthServer]
+async def test_batch_aggregate_and_attachment_requests_have_their_own_label(
+    gateway: ZeebeGatewayEmulator,
+    servicenow: ServiceNowEmulator,
+    worker: tuple[JobPump, HealthServer],
 ) -> None:
-    """A Batch API call is a batch (not a create), an Aggregate API call an aggregate."""
+    """A Batch API call is a batch (not a create), an Aggregate API call an aggregate, an
+    Attachment API call the attachment operation it carries out."""
     pump, health = worker
     assert health.port is not None
     await wait_ready(gateway, pump)
+    record = servicenow.insert("incident", {"short_description": "with files"})
+    kept = servicenow.attachments.add("incident", record["sys_id"], "kept.txt", b"kept")
     before = await scrape(health.port)
     for inputs in (
         {"operation": "batch", "requests": [{"operation": "read", "table": "incident"}]},
         {"operation": "aggregate", "table": "incident"},
+        {"operation": "listAttachments", "table": "incident", "sysId": record["sys_id"]},
+        {"operation": "deleteAttachment", "attachmentSysId": kept["sys_id"]},
+        {
+            "operation": "attach",
+            "table": "incident",
+            "sysId": record["sys_id"],
+            "content": "notes",
+            "fileName": "notes.txt",
+        },
     ):
         key = gateway.create_job(JOB_TYPE, job_variables(**inputs), {})
         [done] = await gateway.wait_for_outcomes(key, 1)
@@ -171,6 +185,9 @@ async def test_batch_and_aggregate_requests_have_their_own_label(
     assert {labels for (name, labels), moved in changed.items() if name == requests and moved} == {
         frozenset({("operation", "batch"), ("status_class", "2xx")}),
         frozenset({("operation", "aggregate"), ("status_class", "2xx")}),
+        frozenset({("operation", "listattachments"), ("status_class", "2xx")}),
+        frozenset({("operation", "deleteattachment"), ("status_class", "2xx")}),
+        frozenset({("operation", "attach"), ("status_class", "2xx")}),
     }
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from servicenow_emulators.table_api import RecordedRequest, ServiceNowEmulator
 from servicenow_worker import change_cursor
-from servicenow_worker.inputs import USED_BY
+from servicenow_worker.inputs import USED_BY, operation_named
 
 from .conftest import RunJob, job_variables
 
@@ -30,11 +30,24 @@ LEFTOVER_VARIABLES: dict[str, Any] = {
     "offset": 7,
     "displayValue": "all",
     "excludeReferenceLink": "true",
+    "document": {
+        "camunda.document.type": "camunda",
+        "storeId": "in-memory",
+        "documentId": "4f0c0d6e-0000-4000-8000-000000000001",
+        "contentHash": "abc",
+        "metadata": {"fileName": "left.pdf", "contentType": "application/pdf", "size": 3},
+    },
+    "content": "left by an earlier attach",
+    "fileName": "left.txt",
+    "contentType": "text/csv",
+    "contentEncoding": "base64",
+    "attachmentSysId": "0123456789abcdef0123456789abcdef",
+    "maxAttachments": 3,
+    "table": "sys_user",
     "cursor": change_cursor.encode(
         change_cursor.Position("2026-01-31 08:00:00"), "incident", "active=false"
     ),
     "since": "2026-01-31T08:00:00Z",
-    "table": "sys_user",
     "returnAll": True,
     "maxRecords": 5,
     # `count` is what a read's resultExpression {count: count} leaves behind
@@ -59,9 +72,16 @@ INVALID_HEADERS: dict[str, Any] = {
     "offset": "-1",
     "displayValue": "maybe",
     "excludeReferenceLink": "perhaps",
+    "document": "not a document",
+    "content": "any text is content",
+    "fileName": "a/b",
+    "contentType": "nonsense",
+    "contentEncoding": "rot13",
+    "attachmentSysId": "../other",
+    "maxAttachments": "0",
+    "table": "../sys_user",
     "cursor": "not a cursor",
     "since": "yesterday",
-    "table": "../sys_user",
     "returnAll": "perhaps",
     "maxRecords": "0",
     "count": "several",
@@ -97,6 +117,18 @@ def _delete(servicenow: ServiceNowEmulator) -> dict[str, Any]:
     return {"table": "incident", "sysId": record["sys_id"]}
 
 
+def _list_attachments(servicenow: ServiceNowEmulator) -> dict[str, Any]:
+    record = servicenow.insert("incident", {"short_description": "with a file"})
+    servicenow.attachments.add("incident", record["sys_id"], "a.txt", b"a")
+    return {"table": "incident", "sysId": record["sys_id"]}
+
+
+def _delete_attachment(servicenow: ServiceNowEmulator) -> dict[str, Any]:
+    record = servicenow.insert("incident", {"short_description": "with a file"})
+    attachment = servicenow.attachments.add("incident", record["sys_id"], "a.txt", b"a")
+    return {"attachmentSysId": attachment["sys_id"]}
+
+
 def _changes(servicenow: ServiceNowEmulator) -> dict[str, Any]:
     servicenow.insert("incident", {"short_description": "changed"})
     position = change_cursor.Position("2026-01-01 00:00:00")
@@ -128,6 +160,8 @@ OPERATIONS: dict[str, OwnInputs] = {
     "read-returnAll": _read_all,
     "update": _update,
     "delete": _delete,
+    "listAttachments": _list_attachments,
+    "deleteAttachment": _delete_attachment,
     "changes": _changes,
     "aggregate": _aggregate,
     "batch": _batch,
@@ -136,7 +170,8 @@ OPERATIONS: dict[str, OwnInputs] = {
 
 def _shape(request: RecordedRequest, own: dict[str, Any]) -> tuple[Any, ...]:
     """What ServiceNow received, with this job's own sys_ids written as a placeholder."""
-    sys_ids = [own.get("sysId", "")] + [r.get("sysId", "") for r in own.get("requests", [])]
+    sys_ids = [own.get(name, "") for name in ("sysId", "attachmentSysId")]
+    sys_ids += [r.get("sysId", "") for r in own.get("requests", [])]
     body = request.body
     if isinstance(body, dict):  # a batch names itself after the job
         body = {k: v for k, v in body.items() if k != "batch_request_id"}
@@ -151,7 +186,7 @@ async def test_inputs_the_operation_does_not_use_change_nothing(
     case: str, run_job: RunJob, servicenow: ServiceNowEmulator
 ) -> None:
     operation = case.removesuffix("-returnAll")
-    foreign = {name for name, users in USED_BY.items() if operation not in users}
+    foreign = {name for name, users in USED_BY.items() if operation_named(operation) not in users}
     assert foreign, "every operation leaves some input unused"
     assert foreign <= set(LEFTOVER_VARIABLES)
 

@@ -77,6 +77,11 @@ class WorkerProcess:
                 return index
         return None
 
+    @property
+    def pid(self) -> int:
+        assert self._process is not None
+        return self._process.pid
+
     def send(self, signal_number: signal.Signals = signal.SIGTERM) -> None:
         assert self._process is not None
         self._process.send_signal(signal_number)

@@ -45,15 +45,19 @@ class WorkerModel:
 
     @classmethod
     def from_worker(cls) -> "WorkerModel":
-        operations = tuple(op.value for op in inputs.Operation)
+        operations = tuple(inputs.OPERATION_NAMES.values())
         fields = {
             info.alias or name: info for name, info in inputs.RecordRequest.model_fields.items()
         }
         return cls(
             operations=operations,
-            used_by={n: frozenset(op.value for op in ops) for n, ops in inputs.USED_BY.items()},
+            used_by={
+                n: frozenset(inputs.OPERATION_NAMES[op] for op in ops)
+                for n, ops in inputs.USED_BY.items()
+            },
             required_for={
-                n: frozenset(op.value for op in ops) for n, ops in inputs.REQUIRED_FOR.items()
+                n: frozenset(inputs.OPERATION_NAMES[op] for op in ops)
+                for n, ops in inputs.REQUIRED_FOR.items()
             },
             model_required=frozenset(
                 name for name in inputs.INPUT_NAMES if name in fields and fields[name].is_required()

@@ -196,6 +196,21 @@ SAMPLES: list[tuple[str, str, bool]] = [
     ("retryBackoff", "PT", False),
     ("retryBackoff", "pt30s", False),
     ("retryBackoff", "-PT1S", False),
+    ("fileName", "invoice.pdf", True),
+    ("fileName", "Grüße März.txt", True),
+    ("fileName", "a/b.txt", False),
+    ("fileName", "a\\b.txt", False),
+    ("contentType", "application/pdf", True),
+    ("contentType", "text/plain; charset=utf-8", True),
+    ("contentType", "pdf", False),
+    ("contentType", "text/plain\r\nX-Evil: 1", False),
+    ("attachmentSysId", "46d44a5e2f0b1010a3f1a2b2c3d4e5f6", True),
+    ("attachmentSysId", "..", False),
+    ("attachmentSysId", "a/b", False),
+    ("maxAttachments", "1", True),
+    ("maxAttachments", "100", True),
+    ("maxAttachments", "0", False),
+    ("maxAttachments", "101", False),
     ("idempotencyField", "correlation_id", True),
     ("idempotencyField", "u_key_1", True),
     ("idempotencyField", "a.b", False),
@@ -235,6 +250,21 @@ BASE: dict[str, Any] = {
 OPERATION_FOR = {
     "sysId": "update",
     **{name: "aggregate" for name, users in USED_BY.items() if users == {Operation.AGGREGATE}},
+    "fileName": "attach",
+    "contentType": "attach",
+    "attachmentSysId": "deleteAttachment",
+    "maxAttachments": "download",
+}
+# What the operation needs besides the sampled input, so that only the sample can fail.
+NEEDS: dict[str, dict[str, Any]] = {
+    "create": {"payload": {}},
+    "update": {"payload": {}, "sysId": "46d44a5e2f0b1010a3f1a2b2c3d4e5f6"},
+    "delete": {"sysId": "46d44a5e2f0b1010a3f1a2b2c3d4e5f6"},
+    "batch": {"requests": [{"operation": "read", "table": "incident"}]},
+    "attach": {"sysId": "46d44a5e2f0b1010a3f1a2b2c3d4e5f6", "content": "x", "fileName": "a.txt"},
+    "download": {"sysId": "46d44a5e2f0b1010a3f1a2b2c3d4e5f6"},
+    "listAttachments": {"sysId": "46d44a5e2f0b1010a3f1a2b2c3d4e5f6"},
+    "deleteAttachment": {"attachmentSysId": "46d44a5e2f0b1010a3f1a2b2c3d4e5f6"},
 }
 RULES = InputRules(
     url_template="https://{instance}.service-now.com",
@@ -253,13 +283,7 @@ def worker_accepts(name: str, value: str) -> bool:
             parse_output_options({name: value})
             return True
         operation = value if name == "operation" else OPERATION_FOR.get(name, "read")
-        raw: dict[str, Any] = {**BASE, "operation": operation}
-        if operation in ("create", "update"):
-            raw["payload"] = {}
-        if operation in ("update", "delete"):
-            raw["sysId"] = "46d44a5e2f0b1010a3f1a2b2c3d4e5f6"
-        if operation == "batch":
-            raw["requests"] = [{"operation": "read", "table": "incident"}]
+        raw: dict[str, Any] = {**BASE, "operation": operation, **NEEDS.get(operation, {})}
         raw[name] = value
         gathered = gather_inputs({}, raw)
         store = SecretStore(environment={"snInstance": "dev12345"})

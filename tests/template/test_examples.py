@@ -25,10 +25,12 @@ from servicenow_worker.inputs import (
     InputRules,
     Operation,
     gather_inputs,
+    operation_named,
     parse_output_options,
 )
 from servicenow_worker.operations import Answer, parse_inputs
 from servicenow_worker.operations.aggregate import AggregateRequest, AggregateResponse
+from servicenow_worker.operations.attachments import AttachmentAnswer
 from servicenow_worker.operations.batch import BatchRequest, BatchResponse
 from servicenow_worker.operations.changes import ChangesResponse
 from servicenow_worker.secrets import (
@@ -52,6 +54,19 @@ START_VARIABLES: dict[str, dict[str, Any]] = {
     "servicenow-round-trip": {"employeeName": "Abel Tuter"},
     "servicenow-open-incidents": {},
     "servicenow-p1-by-group": {},
+    # What the report-problem form gives: the text and the file picker's document references.
+    "servicenow-incident-files": {
+        "problem": "Printer prints blank pages",
+        "invoiceFiles": [
+            {
+                "camunda.document.type": "camunda",
+                "storeId": "in-memory",
+                "documentId": "4f0c0d6e-8d4d-4a53-9f1d-0d3c1a4b7e21",
+                "contentHash": "9b74c9897bac770ffc029102a200c5de",
+                "metadata": {"fileName": "scan.pdf", "contentType": "application/pdf", "size": 1},
+            }
+        ],
+    },
     "servicenow-p1-incident-feed": {},
     "servicenow-p1-incident-handler": {
         "incident": {"sys_id": "0123456789abcdef0123456789abcdef", "number": "INC0010001"}
@@ -299,6 +314,11 @@ def representative_answer(request: Any) -> Answer:
     if isinstance(request, BatchRequest):
         return BatchResponse(results=[{"status": 200, "result": record}], body_bytes=100)
     match request.operation:
+        case Operation.ATTACH:
+            return AttachmentAnswer(status=201, result=[record])
+        case Operation.DOWNLOAD:
+            reference = START_VARIABLES["servicenow-incident-files"]["invoiceFiles"][0]
+            return AttachmentAnswer(status=200, result=[reference], extra={"count": 1})
         case Operation.CHANGES:
             position = change_cursor.Position("2026-01-31 08:00:00", SYS_ID)
             cursor = change_cursor.encode(position, request.table, request.query)
@@ -320,7 +340,7 @@ def test_tasks_pass_the_workers_input_validation(path: Path) -> None:
     assert runs, f"{path.name} has no service task on its flow"
     for task, request, _ in runs:
         operation = dict(task.inputs)["operation"]
-        assert request.operation.value == operation, task.id
+        assert operation_named(operation) is request.operation, task.id
 
 
 def test_round_trip_reads_updates_and_deletes_what_it_created() -> None:
@@ -373,3 +393,20 @@ def test_error_boundary_events_can_be_reached(task: Task) -> None:
         if isinstance(result, outcome.ThrowError):
             thrown.add(result.code)
     assert set(task.error_codes) <= thrown
+
+
+def test_incident_files_attach_the_form_files_and_download_them() -> None:
+    """The files example attaches the form's documents to the incident it opened, and later
+    downloads every attachment of that incident."""
+    runs = {
+        task.id: request
+        for task, request, _ in dry_run(EXAMPLES / "servicenow-incident-files.bpmn")
+    }
+    attach, download = runs["AttachFiles"], runs["DownloadFiles"]
+    assert (attach.operation, attach.table, attach.sys_id) == (Operation.ATTACH, "incident", SYS_ID)
+    assert attach.document is not None and attach.document.as_list
+    assert (download.operation, download.sys_id, download.attachment_sys_id) == (
+        Operation.DOWNLOAD,
+        SYS_ID,
+        None,
+    )

@@ -24,6 +24,8 @@ class Server:
         self.seen: list[web.Request] = []
         self.raw_paths: list[str] = []
         self.handler: Handler = self._ok
+        # False: the handler reads the body itself, as it arrives.
+        self.read_first = True
 
     async def _ok(self, request: web.Request) -> web.StreamResponse:
         return web.json_response({"result": {"ok": True}})
@@ -31,7 +33,8 @@ class Server:
     async def dispatch(self, request: web.Request) -> web.StreamResponse:
         self.seen.append(request)
         self.raw_paths.append(request.raw_path)
-        await request.read()
+        if self.read_first:
+            await request.read()
         return await self.handler(request)
 
 
@@ -214,7 +217,7 @@ async def test_the_headers_sent_are_the_ones_httpx_built(server: tuple[Server, s
     assert "Content-Type" not in seen.headers
 
 
-async def test_a_streamed_body_is_sent_whole(server: tuple[Server, str]) -> None:
+async def test_a_streamed_body_arrives_complete(server: tuple[Server, str]) -> None:
     recorder, base = server
     bodies: list[bytes] = []
 
@@ -230,3 +233,100 @@ async def test_a_streamed_body_is_sent_whole(server: tuple[Server, str]) -> None
     async with client() as http:
         await http.post(f"{base}/x", content=chunks())
     assert bodies == [b"abcd"]
+
+
+class ProducerFailed(Exception):
+    pass
+
+
+async def test_request_body_streams_chunk_by_chunk(server: tuple[Server, str]) -> None:
+    """A streamed body goes out as it is produced: the server reads the first chunk while the
+    producer still waits for it to do so (a transport that read the body whole would hang)."""
+    recorder, base = server
+    first_arrived = asyncio.Event()
+    received: list[bytes] = []
+
+    async def read_as_it_comes(request: web.Request) -> web.StreamResponse:
+        async for chunk in request.content.iter_chunked(1024):
+            received.append(chunk)
+            first_arrived.set()
+        return web.json_response({"size": sum(map(len, received))})
+
+    recorder.read_first = False
+    recorder.handler = read_as_it_comes
+
+    async def produce() -> AsyncIterator[bytes]:
+        yield b"a" * 1000
+        await first_arrived.wait()
+        yield b"b" * 1000
+
+    async with client() as http, asyncio.timeout(5):
+        response = await http.post(f"{base}/upload", content=produce())
+    assert response.json() == {"size": 2000}
+    assert b"".join(received) == b"a" * 1000 + b"b" * 1000
+
+
+async def test_request_body_with_known_length_keeps_it(server: tuple[Server, str]) -> None:
+    """A stream whose size the caller states goes out with that Content-Length, not chunked."""
+    recorder, base = server
+    seen: list[tuple[str | None, str | None, bytes]] = []
+
+    async def record(request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        seen.append(
+            (request.headers.get("Content-Length"), request.headers.get("Transfer-Encoding"), body)
+        )
+        return web.json_response({})
+
+    recorder.read_first = False
+    recorder.handler = record
+
+    async def produce() -> AsyncIterator[bytes]:
+        yield b"12345"
+        yield b"67890"
+
+    async with client() as http:
+        await http.post(f"{base}/x", content=produce(), headers={"Content-Length": "10"})
+    assert seen == [("10", None, b"1234567890")]
+
+
+async def test_response_body_streams_chunk_by_chunk(server: tuple[Server, str]) -> None:
+    """A streamed answer reaches the caller chunk by chunk: the client reads the first chunk
+    while the server still holds the rest back."""
+    recorder, base = server
+    first_read = asyncio.Event()
+
+    async def stream_out(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        await response.prepare(request)
+        await response.write(b"x" * 1000)
+        await first_read.wait()
+        await response.write(b"y" * 1000)
+        await response.write_eof()
+        return response
+
+    recorder.handler = stream_out
+    chunks: list[bytes] = []
+    async with (
+        client() as http,
+        asyncio.timeout(5),
+        http.stream("GET", f"{base}/file") as response,
+    ):
+        async for chunk in response.aiter_bytes():
+            chunks.append(chunk)
+            first_read.set()
+    assert b"".join(chunks) == b"x" * 1000 + b"y" * 1000
+
+
+async def test_failing_producer_fails_the_request(server: tuple[Server, str]) -> None:
+    """A producer that fails mid-body fails the request with its own error; nothing is
+    answered as if the body were complete."""
+    _, base = server
+
+    async def produce() -> AsyncIterator[bytes]:
+        yield b"a" * 1000
+        raise ProducerFailed
+
+    async with client() as http:
+        with pytest.raises((ProducerFailed, httpx.TransportError)):
+            await http.post(f"{base}/upload", content=produce())

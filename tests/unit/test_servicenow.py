@@ -1,8 +1,10 @@
-"""The Table API client over httpx's mock transport: URLs, answers and in-process retries."""
+"""The ServiceNow client over httpx's mock transport: URLs, answers, in-process retries, and
+streamed uploads and downloads on the same path."""
 
 import asyncio
+import json
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
@@ -12,9 +14,13 @@ from structlog.testing import capture_logs
 from servicenow_worker.errors import InputError, ServiceNowRejected, ServiceNowUnavailable
 from servicenow_worker.inputs import InputRules, RecordRequest, parse_record_request
 from servicenow_worker.servicenow import (
+    ERROR_BODY_LIMIT,
+    ApiCall,
     RetryPolicy,
     TableClient,
+    Upload,
     build_url,
+    checked,
     parse_retry_after,
 )
 
@@ -286,6 +292,71 @@ class TestInProcessRetries:
         with pytest.raises(ServiceNowRejected):
             await client(handler).send(request(operation="read", sysId="1"), deadline=deadline())
         assert calls == ["GET"]
+
+
+class TestStreamed:
+    """Uploads and downloads take the same path as every other request (`TableClient.call`)."""
+
+    FILE_URL = "https://dev1.service-now.com/api/now/attachment/a1/file"
+
+    async def test_upload_is_sent_once_even_when_a_retry_would_be_safe(self) -> None:
+        """A 429 with Retry-After makes a create safe to send again, but a streamed body is read
+        already: the job retries it, not the client."""
+        calls: list[bytes] = []
+
+        async def handler(req: httpx.Request) -> httpx.Response:
+            calls.append(await req.aread())
+            return httpx.Response(429, headers={"Retry-After": "0"})
+
+        async def chunks() -> AsyncIterator[bytes]:
+            yield b"ab"
+            yield b"c"
+
+        call = ApiCall(
+            "POST",
+            "https://dev1.service-now.com/api/now/attachment/file?file_name=a.txt",
+            "attach of a.txt",
+            lambda response: checked("attach of a.txt", response).status_code,
+            Upload(chunks(), content_type="text/plain", content_length=3),
+        )
+        with pytest.raises(ServiceNowUnavailable) as caught:
+            await client(handler).call(request(operation="read"), call, deadline=deadline())
+        assert (caught.value.status, calls) == (429, [b"abc"])
+
+    async def test_download_opened_again_after_503_then_read_in_chunks(self) -> None:
+        calls: list[str] = []
+
+        def handler(req: httpx.Request) -> httpx.Response:
+            calls.append(req.headers["Accept"])
+            if len(calls) == 1:
+                return httpx.Response(503)
+            return httpx.Response(200, content=b"file bytes")
+
+        servicenow = client(handler)
+        async with servicenow.download(
+            request(operation="read"), self.FILE_URL, "download of a1", deadline=deadline()
+        ) as answer:
+            received = b"".join([chunk async for chunk in answer.chunks()])
+        assert (received, calls) == (b"file bytes", ["*/*", "*/*"])
+
+    async def test_refused_download_reads_a_bounded_error_body(self) -> None:
+        """A 404 to a download is ServiceNow's error like any other, read from the first
+        ERROR_BODY_LIMIT bytes of its body only (what follows them would spoil the JSON)."""
+        envelope = {"error": {"message": "No Record found", "detail": "gone"}}
+
+        def handler(_: httpx.Request) -> httpx.Response:
+            beyond = b" " * ERROR_BODY_LIMIT + b"never read"
+            return httpx.Response(404, content=json.dumps(envelope).encode() + beyond)
+
+        with pytest.raises(ServiceNowRejected) as caught:
+            async with client(handler).download(
+                request(operation="read"), self.FILE_URL, "download of a1", deadline=deadline()
+            ):
+                pass  # pragma: no cover - never opened
+        assert caught.value.message == (
+            "ServiceNow answered 404 to download of a1: No Record found - gone"
+        )
+        assert caught.value.variables == {"status": 404, "body": envelope}
 
 
 class TestRetryAfter:
@@ -597,7 +668,11 @@ class TestLostAnswers:
                 request(operation="delete", sysId="1"), deadline=deadline()
             )
         assert (response.status, response.result) == (204, None)
-        assert {"event": "delete_already_done", "what": "delete on incident", "log_level": "info"} in logs
+        assert {
+            "event": "delete_already_done",
+            "what": "delete on incident",
+            "log_level": "info",
+        } in logs
 
     async def test_delete_of_a_missing_record_is_a_404(self) -> None:
         handler = self.answers(httpx.Response(404, json={}))

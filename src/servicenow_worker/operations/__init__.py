@@ -16,7 +16,7 @@ from servicenow_worker.inputs import (
     unknown_operation,
     validated,
 )
-from servicenow_worker.operations import aggregate, batch, changes, table
+from servicenow_worker.operations import aggregate, attachments, batch, changes, table
 from servicenow_worker.operations.family import Answer, JobContext, OperationFamily
 
 __all__ = ["OPERATIONS", "Answer", "JobContext", "OperationFamily", "parse_inputs"]
@@ -29,6 +29,10 @@ OPERATIONS: Final[Mapping[Operation, OperationFamily[Any]]] = {
     Operation.CHANGES: changes.CHANGES,
     Operation.AGGREGATE: aggregate.AGGREGATE,
     Operation.BATCH: batch.BATCH,
+    Operation.ATTACH: attachments.ATTACH,
+    Operation.LIST_ATTACHMENTS: attachments.LIST,
+    Operation.DOWNLOAD: attachments.DOWNLOAD,
+    Operation.DELETE_ATTACHMENT: attachments.DELETE,
 }
 
 

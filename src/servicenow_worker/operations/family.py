@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
+from servicenow_worker.camunda_documents import DocumentStore
 from servicenow_worker.errors import TIMEOUT, ServiceNowUnavailable
 from servicenow_worker.inputs import DestinationInputs, OutputOptions
 from servicenow_worker.servicenow import TableClient
@@ -42,6 +43,9 @@ class JobContext:
     deadline: float
     process_instance_key: int
     element_instance_key: int
+    bpmn_process_id: str = ""
+    # Camunda's document store (None: CAMUNDA_REST_ADDRESS is not set).
+    documents: DocumentStore | None = None
 
     def check_time(self, remaining: str) -> None:
         """Before another request of a job that makes several: fail (to be retried) once the

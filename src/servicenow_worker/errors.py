@@ -7,8 +7,10 @@
     ├── ServiceNowRejected           ServiceNow answered 4xx (not 408/429): fail with retries 0
     ├── AuthenticationFailed         ServiceNow's token endpoint refused the OAuth client or user:
     │                                fail with retries 0 (code AUTH_FAILED)
-    └── ServiceNowUnavailable        408, 429, 5xx, timeouts, dropped connections, non-JSON 200:
-                                     fail with retries - 1 after a back-off
+    └── ServiceNowUnavailable        408, 5xx, timeouts, dropped connections, non-JSON 200:
+        │                            fail with retries - 1 after a back-off
+        └── ServiceNowThrottled      429, or no turn before the job's deadline (flow control):
+                                     fail with retries unchanged after a back-off
 
 Each error carries the `code` that an `errorExpression` sees as `error.code`: the HTTP status as a
 string, or one of the worker's own codes below.
@@ -22,6 +24,8 @@ CONNECTION_ERROR: Final = "CONNECTION_ERROR"
 INVALID_RESPONSE: Final = "INVALID_RESPONSE"
 RESULT_TOO_LARGE: Final = "RESULT_TOO_LARGE"
 AUTH_FAILED: Final = "AUTH_FAILED"
+#: The worker held the request back (flow control, docs/contract.md §12) until the job's deadline.
+THROTTLED: Final = "THROTTLED"
 
 
 class WorkerError(Exception):
@@ -91,3 +95,8 @@ class ServiceNowUnavailable(WorkerError):
         self.retry_after = retry_after
         # True when the request certainly never reached ServiceNow (no connection was made).
         self.never_sent = never_sent
+
+
+class ServiceNowThrottled(ServiceNowUnavailable):
+    """ServiceNow is busy: it answered 429, or the request's turn did not come before the job's
+    deadline. The job is retried without spending one of its retries (docs/contract.md §12)."""

@@ -9,7 +9,6 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 from typing import Any, Final
 from urllib.parse import quote, urlencode
 
@@ -21,11 +20,14 @@ from servicenow_worker.auth import Authenticator, TokenCache
 from servicenow_worker.errors import (
     CONNECTION_ERROR,
     INVALID_RESPONSE,
+    THROTTLED,
     TIMEOUT,
     InputError,
     ServiceNowRejected,
+    ServiceNowThrottled,
     ServiceNowUnavailable,
 )
+from servicenow_worker.flow_control import FlowControl, FlowSettings, Turn, parse_retry_after
 from servicenow_worker.inputs import Operation, RecordRequest
 
 log = structlog.get_logger(__name__)
@@ -89,11 +91,14 @@ class TableClient:
         retry: RetryPolicy,
         attempt_timeout: float,
         authenticator: Authenticator | None = None,
+        flow: FlowControl | None = None,
     ) -> None:
         self._http = http
         self._retry = retry
         # The composition root passes one with the worker's token cache; tests may leave it out.
         self._authenticator = authenticator or Authenticator(http, TokenCache())
+        # The composition root's, with the worker's settings and metrics.
+        self._flow = flow or FlowControl(FlowSettings())
         # The longest one attempt can take (connect + read timeouts): no attempt starts unless it
         # can finish before the job's deadline.
         self._attempt_timeout = attempt_timeout
@@ -106,6 +111,9 @@ class TableClient:
         # Once per job, not per attempt: the credential headers and (OAuth) the token flow.
         credentials = self._authenticator.credentials(request)
         headers = {**(BODY_HEADERS if body is not None else JSON_HEADERS), **credentials.headers}
+        destination = self._flow.destination(request.base_url, credentials.identity)
+        # A request waits for its turn only as long as it could still be answered in time.
+        turn_deadline = deadline - self._attempt_timeout
         answer_lost = False
         budget = deadline - time.monotonic() - self._attempt_timeout - self._retry.wait_max
         retrying = stamina.retry_context(
@@ -120,7 +128,13 @@ class TableClient:
             with attempt:
                 try:
                     return await self._send_once(
-                        request, method, url, body, headers, credentials.flow
+                        request,
+                        method,
+                        url,
+                        body,
+                        headers,
+                        credentials.flow,
+                        await destination.turn(turn_deadline),
                     )
                 except ServiceNowRejected as rejected:
                     if method == "DELETE" and rejected.status == 404 and answer_lost:
@@ -135,8 +149,8 @@ class TableClient:
 
     def _may_retry(self, method: str, error: Exception) -> bool | float:
         """Whether (and when) to try again: never a create that ServiceNow may have taken."""
-        if not isinstance(error, ServiceNowUnavailable):
-            return False
+        if not isinstance(error, ServiceNowUnavailable) or error.code == THROTTLED:
+            return False  # THROTTLED: the job's deadline came first
         retry_after = error.retry_after
         if retry_after is not None and retry_after > IN_PROCESS_WAIT_LIMIT:
             return False
@@ -153,11 +167,15 @@ class TableClient:
         body: bytes | None,
         headers: dict[str, str],
         auth: httpx.Auth | None,
+        turn: Turn,
     ) -> TableResponse:
-        with _translate_transport_errors():
+        # Every request to ServiceNow is sent here, in its turn (flow_control.py), which learns
+        # from the answer or the error.
+        with turn, _translate_transport_errors():
             response = await self._http.request(
                 method, url, content=body, headers=headers, auth=auth
             )
+            turn.answered(response.status_code, response.headers)
         return _table_response(request, response)
 
 
@@ -302,7 +320,7 @@ def _status_error(
     )
     variables = {"status": status, "body": body}
     if status in RETRYABLE_STATUSES or status >= 500:
-        return ServiceNowUnavailable(
+        return (ServiceNowThrottled if status == 429 else ServiceNowUnavailable)(
             str(status),
             message,
             status=status,
@@ -325,17 +343,3 @@ def _error_text(body: Any) -> str:
         return ""
     parts = [str(error[key]) for key in ("message", "detail") if error.get(key)]
     return (": " + " - ".join(parts))[: DETAIL_LIMIT + 2] if parts else ""
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds to wait, from `Retry-After` in seconds or as an HTTP date; None when absent or bad."""
-    if value is None:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        moment = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, moment.timestamp() - time.time())

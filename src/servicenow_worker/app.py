@@ -158,9 +158,7 @@ def build_handler(
             directory=settings.secrets_dir,
             env_prefix=settings.secrets_env_prefix,
         ),
-        retry_after_cap=settings.servicenow_retry_after_cap,
-        job_timeout=settings.worker_job_timeout,
-        max_result_bytes=settings.worker_max_result_bytes,
+        settings=settings,
     )
 
 

@@ -41,9 +41,9 @@ from servicenow_worker.inputs import (
     ApiKeyAuthentication,
     BasicAuthentication,
     BearerAuthentication,
+    DestinationInputs,
     OAuthClientCredentials,
     OAuthPassword,
-    RecordRequest,
 )
 
 log = structlog.get_logger(__name__)
@@ -210,7 +210,7 @@ class Authenticator:
         self.http = http
         self.tokens = tokens
 
-    def credentials(self, request: RecordRequest) -> Credentials:
+    def credentials(self, request: DestinationInputs) -> Credentials:
         auth = request.authentication
         if isinstance(auth, BasicAuthentication):
             header = basic_header(auth)

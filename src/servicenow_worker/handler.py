@@ -1,6 +1,7 @@
-"""The one job function: headers and variables in, an `Outcome` out. It knows nothing of pyzeebe.
+"""The one job function: headers and variables in, an `Outcome` out. It knows nothing of pyzeebe,
+nor of any operation: it picks the operation's family from the registry (`operations`).
 
-job → gathered inputs → secrets resolved → validated `RecordRequest` → ServiceNow → `Outcome`
+job → gathered inputs → secrets resolved → the family's validated inputs → its run → `Outcome`
 """
 
 import time
@@ -12,19 +13,17 @@ import structlog
 
 from servicenow_worker import outcome
 from servicenow_worker.errors import InputError, WorkerError
-from servicenow_worker.idempotency import create_once, idempotency_key
 from servicenow_worker.inputs import (
     InputRules,
-    Operation,
     OutputOptions,
-    RecordRequest,
     gather_inputs,
     parse_output_options,
-    parse_record_request,
 )
 from servicenow_worker.logs import job_secret_values
+from servicenow_worker.operations import JobContext, OperationFamily, parse_inputs
 from servicenow_worker.secrets import ResolvedSecrets, SecretStore, resolve_placeholders
-from servicenow_worker.servicenow import TableClient, TableResponse
+from servicenow_worker.servicenow import TableClient
+from servicenow_worker.settings import Settings
 
 log = structlog.get_logger("servicenow_worker.job")
 
@@ -44,14 +43,12 @@ class JobView:
 
 @dataclass(frozen=True)
 class JobHandler:
-    """Turns one job into one Table API request and the job's outcome."""
+    """Turns one job into its operation's ServiceNow request(s) and the job's outcome."""
 
     table_client: TableClient
     rules: InputRules
     secrets: SecretStore
-    retry_after_cap: float
-    job_timeout: float
-    max_result_bytes: int
+    settings: Settings
 
     async def handle(self, job: JobView) -> outcome.Outcome:
         used = ResolvedSecrets()
@@ -59,17 +56,20 @@ class JobHandler:
         started = time.monotonic()
         try:
             options = parse_output_options(job.headers)
-            request = self._request(job, used)
+            family, inputs = self._inputs(job, used)
             structlog.contextvars.bind_contextvars(
-                operation=request.operation.value, table=request.table
+                operation=inputs.operation.value, table=getattr(inputs, "table", None)
             )
-            response = await self._send(job, request, options)
+            answer = await family.run(self._context(job, options), inputs)
             result = outcome.for_response(
-                response, options, max_bytes=self.max_result_bytes, job_retries=job.retries
+                answer,
+                options,
+                max_bytes=self.settings.worker_max_result_bytes,
+                job_retries=job.retries,
             )
             log.info(
                 "servicenow_answered",
-                status=response.status,
+                status=answer.status,
                 duration_ms=_elapsed_ms(started),
             )
         except WorkerError as error:
@@ -77,7 +77,7 @@ class JobHandler:
                 error,
                 job_retries=job.retries,
                 options=options,
-                retry_after_cap=self.retry_after_cap,
+                retry_after_cap=self.settings.servicenow_retry_after_cap,
             )
             log.info(
                 "job_input_invalid" if isinstance(error, InputError) else "servicenow_call_failed",
@@ -87,18 +87,7 @@ class JobHandler:
             )
         return outcome.masked(result, used)
 
-    async def _send(
-        self, job: JobView, request: RecordRequest, options: OutputOptions
-    ) -> TableResponse:
-        deadline = self._deadline(job)
-        if request.operation is Operation.CREATE and options.idempotency_field:
-            key = idempotency_key(job.process_instance_key, job.element_instance_key)
-            return await create_once(
-                self.table_client, request, options.idempotency_field, key, deadline=deadline
-            )
-        return await self.table_client.send(request, deadline=deadline)
-
-    def _request(self, job: JobView, used: ResolvedSecrets) -> RecordRequest:
+    def _inputs(self, job: JobView, used: ResolvedSecrets) -> tuple[OperationFamily[Any], Any]:
         gathered = gather_inputs(job.headers, job.variables)
         resolved = {
             name: resolve_placeholders(value, self.secrets, used, name)
@@ -106,12 +95,22 @@ class JobHandler:
         }
         # From here on every log line of this job masks the secret values it resolved.
         job_secret_values.set(frozenset(used.values))
-        return parse_record_request(resolved, self.rules)
+        return parse_inputs(resolved, self.rules)
+
+    def _context(self, job: JobView, options: OutputOptions) -> JobContext:
+        return JobContext(
+            servicenow=self.table_client,
+            settings=self.settings,
+            options=options,
+            deadline=self._deadline(job),
+            process_instance_key=job.process_instance_key,
+            element_instance_key=job.element_instance_key,
+        )
 
     def _deadline(self, job: JobView) -> float:
         """The monotonic time by which the job must be reported, a margin before Zeebe's deadline."""
         now = time.monotonic()
-        remaining = min(job.deadline_ms / 1000 - time.time(), self.job_timeout)
+        remaining = min(job.deadline_ms / 1000 - time.time(), self.settings.worker_job_timeout)
         return now + remaining * 0.9
 
 

@@ -3,6 +3,11 @@
 Everything a BPMN author can get wrong is caught here, before a request is built, and reported as
 an `InputError` naming the field. The rules and patterns below are also what the element template
 is generated from (`template.py`), so the Modeler checks the same things the worker does.
+
+`USED_BY` is the one table of which operation reads which input: the operation is resolved first,
+then only its own inputs are gathered and validated, so a variable left by an earlier task (a
+`sysId` reaching a create) changes nothing. Each operation family validates with its own model
+(`operations/`); the models share the destination (`DestinationInputs`) and the validators here.
 """
 
 import json
@@ -16,6 +21,7 @@ from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     SecretStr,
@@ -37,6 +43,7 @@ class Operation(StrEnum):
 
 
 ALL_OPERATIONS: Final = frozenset(Operation)
+OPERATION_VALUES: Final = frozenset(op.value for op in Operation)
 WRITE_OPERATIONS: Final = frozenset({Operation.CREATE, Operation.UPDATE})
 
 # Input name -> the operations that use it (others ignore it), and those that require it.
@@ -97,20 +104,47 @@ class InputRules:
 
 
 def gather_inputs(headers: Mapping[str, Any], variables: Mapping[str, Any]) -> dict[str, Any]:
-    """Pick each input from its header, else its variable; an empty string counts as absent."""
+    """The inputs the job's operation reads, each from its header, else its variable.
+
+    An empty string counts as absent. Inputs the operation does not use are left out, and with
+    no known operation only `operation` itself is gathered (its validation names the problem).
+    """
     if _present(headers.get("authentication")):
         raise InputError(
             "authentication",
             "must come from an input mapping (a variable), never from a task header",
         )
+    operation = resolve_operation(headers, variables)
+    names = [n for n in INPUT_NAMES if operation in USED_BY[n]] if operation else ["operation"]
     gathered: dict[str, Any] = {}
-    for name in INPUT_NAMES:
-        for source in (headers, variables):
-            value = source.get(name)
-            if _present(value):
-                gathered[name] = value
-                break
+    for name in names:
+        value = _input_value(name, headers, variables)
+        if value is not None:
+            gathered[name] = value
     return gathered
+
+
+def resolve_operation(headers: Mapping[str, Any], variables: Mapping[str, Any]) -> Operation | None:
+    """The job's operation (header first, any case), or None when it is absent or unknown."""
+    value = _input_value("operation", headers, variables)
+    return operation_named(value) if isinstance(value, str) else None
+
+
+def operation_named(text: str) -> Operation | None:
+    lowered = text.strip().lower()
+    return Operation(lowered) if lowered in OPERATION_VALUES else None
+
+
+def unknown_operation(value: Any) -> str:
+    return f"must be one of {', '.join(op.value for op in Operation)} (got {value!r})"
+
+
+def _input_value(name: str, headers: Mapping[str, Any], variables: Mapping[str, Any]) -> Any:
+    for source in (headers, variables):
+        value = source.get(name)
+        if _present(value):
+            return value
+    return None
 
 
 def _present(value: Any) -> bool:
@@ -214,8 +248,12 @@ AUTHENTICATION_TYPES: Final = (
 )
 
 
-class RecordRequest(BaseModel):
-    """A job's validated inputs: everything needed to build one Table API request."""
+class DestinationInputs(BaseModel):
+    """What every operation's inputs hold: where the calls go, as whom, and the operation.
+
+    Each operation family's model extends this one; `base_url` is resolved from `instance` and
+    the operator's rules when the model is validated.
+    """
 
     model_config = ConfigDict(frozen=True, populate_by_name=True, extra="forbid")
 
@@ -223,17 +261,6 @@ class RecordRequest(BaseModel):
     instance: str | None = None
     authentication: Authentication
     operation: Operation
-    table: str
-    payload: dict[str, Any] | None = None
-    query: str | None = None
-    sys_id: str | None = Field(default=None, alias="sysId")
-    fields: tuple[str, ...] | None = None
-    limit: int = DEFAULT_LIMIT
-    offset: int = 0
-    display_value: Literal["false", "true", "all"] | None = Field(
-        default=None, alias="displayValue"
-    )
-    exclude_reference_link: bool | None = Field(default=None, alias="excludeReferenceLink")
 
     @field_validator("authentication", mode="before")
     @classmethod
@@ -253,130 +280,146 @@ class RecordRequest(BaseModel):
     @field_validator("operation", mode="before")
     @classmethod
     def _operation_any_case(cls, value: Any) -> Any:
-        if (
-            not isinstance(value, str)
-            or value.strip().lower() not in Operation.__members__.values()
-        ):
-            raise ValueError(f"must be one of create, read, update, delete (got {value!r})")
-        return value.strip().lower()
-
-    @field_validator("table", mode="before")
-    @classmethod
-    def _table_name(cls, value: Any) -> str:
-        if isinstance(value, str):
-            text = value.strip()
-            if TABLE_NAME.fullmatch(text):
-                return text
-            label_form = TABLE_LABEL_FORM.fullmatch(text)
-            if label_form:
-                return label_form.group(1)
-        raise ValueError(
-            f"must be a table name of letters, digits and _ such as incident, "
-            f"or the form 'Incident [incident]' (got {value!r})"
-        )
-
-    @field_validator("payload", mode="before")
-    @classmethod
-    def _payload_object(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            try:
-                value = json.loads(value)
-            except ValueError as error:
-                raise ValueError(f"is not valid JSON: {error.args[0]}") from None
-        if not isinstance(value, dict):
-            raise ValueError(
-                'must be a JSON object of record fields, e.g. {"short_description": "…"}'
-            )
-        return value
-
-    @field_validator("query", mode="before")
-    @classmethod
-    def _query_text(cls, value: Any) -> Any:
-        if not isinstance(value, str):
-            raise ValueError("must be an encoded query string such as active=true^priority=1")
-        return value
-
-    @field_validator("sys_id", mode="before")
-    @classmethod
-    def _sys_id(cls, value: Any) -> Any:
-        if not isinstance(value, str) or not SYS_ID.fullmatch(value) or value in {".", ".."}:
-            raise ValueError(
-                f"must be a record's sys_id: letters, digits, '.', '_' or '-' (got {value!r})"
-            )
-        return value
-
-    @field_validator("fields", mode="before")
-    @classmethod
-    def _field_list(cls, value: Any) -> Any:
-        names = value.split(",") if isinstance(value, str) else value
-        if not isinstance(names, list | tuple) or not all(isinstance(n, str) for n in names):
-            raise ValueError("must be a comma-separated list of field names, e.g. number,state")
-        cleaned = tuple(name.strip() for name in names if name.strip())
-        bad = [name for name in cleaned if not FIELD_NAME.fullmatch(name)]
-        if bad or not cleaned:
-            raise ValueError(
-                f"must hold field names such as number or caller_id.name (got {value!r})"
-            )
-        return cleaned
-
-    @field_validator("limit", mode="before")
-    @classmethod
-    def _limit_in_range(cls, value: Any, info: ValidationInfo) -> int:
-        rules = _rules(info)
-        limit = _integer(value)
-        if limit is None or not 1 <= limit <= rules.max_limit:
-            raise ValueError(f"must be an integer from 1 to {rules.max_limit} (got {value!r})")
-        return limit
-
-    @field_validator("offset", mode="before")
-    @classmethod
-    def _offset_not_negative(cls, value: Any) -> int:
-        offset = _integer(value)
-        if offset is None or offset < 0:
-            raise ValueError(f"must be an integer of 0 or more (got {value!r})")
-        return offset
-
-    @field_validator("display_value", mode="before")
-    @classmethod
-    def _display_value(cls, value: Any) -> Any:
-        text = str(value).lower() if isinstance(value, str | bool) else None
-        if text not in DISPLAY_VALUES:
-            raise ValueError(f"must be false, true or all (got {value!r})")
-        return text
-
-    @field_validator("exclude_reference_link", mode="before")
-    @classmethod
-    def _boolean(cls, value: Any) -> Any:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in {"true", "false"}:
-            return value.lower() == "true"
-        raise ValueError(f"must be true or false (got {value!r})")
+        operation = operation_named(value) if isinstance(value, str) else None
+        if operation is None:
+            raise ValueError(unknown_operation(value))
+        return operation
 
     @model_validator(mode="after")
-    def _operation_rules(self, info: ValidationInfo) -> Self:
-        rules = _rules(info)
-        present = {
-            "payload": self.payload is not None,
-            "sysId": self.sys_id is not None,
-        }
+    def _required_and_destination(self, info: ValidationInfo) -> Self:
         for name, operations in REQUIRED_FOR.items():
-            if self.operation in operations and not present[name]:
+            if self.operation in operations and getattr(self, _field_name(self, name)) is None:
                 raise InputError(name, f"is required for {self.operation}")
+        object.__setattr__(self, "base_url", resolve_base_url(self.instance, _rules(info)))
+        return self
+
+
+def _field_name(model: BaseModel, alias: str) -> str:
+    for name, info in type(model).model_fields.items():
+        if alias in (name, info.alias):
+            return name
+    raise TypeError(f"{type(model).__name__} has no input {alias}, which REQUIRED_FOR names")
+
+
+def _table_name(value: Any) -> str:
+    if isinstance(value, str):
+        text = value.strip()
+        if TABLE_NAME.fullmatch(text):
+            return text
+        label_form = TABLE_LABEL_FORM.fullmatch(text)
+        if label_form:
+            return label_form.group(1)
+    raise ValueError(
+        f"must be a table name of letters, digits and _ such as incident, "
+        f"or the form 'Incident [incident]' (got {value!r})"
+    )
+
+
+def _json_object(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError as error:
+            raise ValueError(f"is not valid JSON: {error.args[0]}") from None
+    if not isinstance(value, dict):
+        raise ValueError('must be a JSON object of record fields, e.g. {"short_description": "…"}')
+    return value
+
+
+def _query_text(value: Any) -> Any:
+    if not isinstance(value, str):
+        raise ValueError("must be an encoded query string such as active=true^priority=1")
+    return value
+
+
+def _sys_id(value: Any) -> Any:
+    if not isinstance(value, str) or not SYS_ID.fullmatch(value) or value in {".", ".."}:
+        raise ValueError(
+            f"must be a record's sys_id: letters, digits, '.', '_' or '-' (got {value!r})"
+        )
+    return value
+
+
+def _field_list(value: Any) -> Any:
+    names = value.split(",") if isinstance(value, str) else value
+    if not isinstance(names, list | tuple) or not all(isinstance(n, str) for n in names):
+        raise ValueError("must be a comma-separated list of field names, e.g. number,state")
+    cleaned = tuple(name.strip() for name in names if name.strip())
+    bad = [name for name in cleaned if not FIELD_NAME.fullmatch(name)]
+    if bad or not cleaned:
+        raise ValueError(f"must hold field names such as number or caller_id.name (got {value!r})")
+    return cleaned
+
+
+def _page_size(value: Any, info: ValidationInfo) -> int:
+    rules = _rules(info)
+    limit = _integer(value)
+    if limit is None or not 1 <= limit <= rules.max_limit:
+        raise ValueError(f"must be an integer from 1 to {rules.max_limit} (got {value!r})")
+    return limit
+
+
+def _not_negative(value: Any) -> int:
+    number = _integer(value)
+    if number is None or number < 0:
+        raise ValueError(f"must be an integer of 0 or more (got {value!r})")
+    return number
+
+
+def _display_value(value: Any) -> Any:
+    text = str(value).lower() if isinstance(value, str | bool) else None
+    if text not in DISPLAY_VALUES:
+        raise ValueError(f"must be false, true or all (got {value!r})")
+    return text
+
+
+def _boolean(value: Any) -> Any:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in {"true", "false"}:
+        return value.lower() == "true"
+    raise ValueError(f"must be true or false (got {value!r})")
+
+
+# The input types every operation's model shares: one rule each, whichever operation reads it.
+TableName = Annotated[str, BeforeValidator(_table_name)]
+JsonObject = Annotated[dict[str, Any], BeforeValidator(_json_object)]
+EncodedQuery = Annotated[str, BeforeValidator(_query_text)]
+SysId = Annotated[str, BeforeValidator(_sys_id)]
+FieldList = Annotated[tuple[str, ...], BeforeValidator(_field_list)]
+PageSize = Annotated[int, BeforeValidator(_page_size)]
+NotNegative = Annotated[int, BeforeValidator(_not_negative)]
+DisplayValue = Annotated[Literal["false", "true", "all"], BeforeValidator(_display_value)]
+Flag = Annotated[bool, BeforeValidator(_boolean)]
+
+
+class RecordRequest(DestinationInputs):
+    """A table operation's validated inputs: everything needed to build one Table API request."""
+
+    table: TableName
+    payload: JsonObject | None = None
+    query: EncodedQuery | None = None
+    sys_id: SysId | None = Field(default=None, alias="sysId")
+    fields: FieldList | None = None
+    limit: PageSize = DEFAULT_LIMIT
+    offset: NotNegative = 0
+    display_value: DisplayValue | None = Field(default=None, alias="displayValue")
+    exclude_reference_link: Flag | None = Field(default=None, alias="excludeReferenceLink")
+
+    @model_validator(mode="after")
+    def _one_record_or_a_list(self) -> Self:
         if self.operation is Operation.READ and self.sys_id is not None and self.query is not None:
             raise InputError(
                 "query",
                 "cannot be combined with sysId: give sysId for one record or query for a list",
             )
-        base_url = resolve_base_url(self.instance, rules)
-        object.__setattr__(self, "base_url", base_url)
         return self
 
 
 def _rules(info: ValidationInfo) -> InputRules:
     rules = info.context
     if not isinstance(rules, InputRules):
-        raise TypeError("RecordRequest is validated with InputRules as its context")
+        raise TypeError("operation inputs are validated with InputRules as their context")
     return rules
 
 
@@ -494,15 +537,15 @@ class OutputOptions(BaseModel):
 def parse_output_options(headers: Mapping[str, Any]) -> OutputOptions:
     """Validate the header-only options; empty headers count as absent."""
     present = {name: headers[name] for name in HEADER_ONLY_NAMES if _present(headers.get(name))}
-    return _validated(OutputOptions, present, None)
+    return validated(OutputOptions, present, None)
 
 
 def parse_record_request(raw: Mapping[str, Any], rules: InputRules) -> RecordRequest:
     """Validate gathered inputs (secrets already resolved) into a `RecordRequest`."""
-    return _validated(RecordRequest, raw, rules)
+    return validated(RecordRequest, raw, rules)
 
 
-def _validated(model: type[M], raw: Mapping[str, Any], rules: InputRules | None) -> M:
+def validated(model: type[M], raw: Mapping[str, Any], rules: InputRules | None) -> M:
     try:
         return model.model_validate(raw, context=rules)
     except ValidationError as error:

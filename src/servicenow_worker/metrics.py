@@ -31,10 +31,10 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from servicenow_worker import __version__
+from servicenow_worker.inputs import Operation, resolve_operation
 from servicenow_worker.outcome import Complete, Fail, Outcome, ThrowError
 
-OPERATIONS: Final = ("create", "read", "update", "delete")
-OPERATION_LABELS: Final = (*OPERATIONS, "unknown")
+OPERATION_LABELS: Final = (*(op.value for op in Operation), "unknown")
 #: How a job ended, as the worker reported it to Zeebe.
 OUTCOMES: Final = ("completed", "failed", "incident", "bpmn_error", "handed_back")
 STATUS_CLASSES: Final = ("2xx", "3xx", "4xx", "5xx", "error")
@@ -280,13 +280,9 @@ class _DestinationCollector(Collector):
 
 
 def operation_label(headers: Mapping[str, Any], variables: Mapping[str, Any]) -> str:
-    """The job's operation as docs/contract.md §2 resolves it (header first, empty is absent), or `unknown`."""
-    value = headers.get("operation") or variables.get("operation")
-    if isinstance(value, str):
-        lowered = value.lower()
-        if lowered in OPERATIONS:
-            return lowered
-    return "unknown"
+    """The job's operation as docs/contract.md §2 resolves it, or `unknown`."""
+    operation = resolve_operation(headers, variables)
+    return operation.value if operation is not None else "unknown"
 
 
 def outcome_label(result: Outcome) -> str:

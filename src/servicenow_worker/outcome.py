@@ -14,8 +14,8 @@ from servicenow_worker.errors import (
     WorkerError,
 )
 from servicenow_worker.inputs import OutputOptions
+from servicenow_worker.operations.family import Answer
 from servicenow_worker.secrets import ResolvedSecrets
-from servicenow_worker.servicenow import TableResponse
 
 # Zeebe keeps incident messages short; ours stay well under its limit.
 MESSAGE_LIMIT: Final = 2000
@@ -51,7 +51,7 @@ Outcome = Complete | Fail | ThrowError
 
 
 def for_response(
-    response: TableResponse, options: OutputOptions, *, max_bytes: int, job_retries: int
+    response: Answer, options: OutputOptions, *, max_bytes: int, job_retries: int
 ) -> Outcome:
     """The outcome of a request that ServiceNow answered with success."""
     answer = response.as_variable()
@@ -108,7 +108,7 @@ def _feel_type(value: Any) -> str:
     return "null" if value is None else type(value).__name__
 
 
-def _check_size(variables: dict[str, Any], response: TableResponse, max_bytes: int) -> None:
+def _check_size(variables: dict[str, Any], response: Answer, max_bytes: int) -> None:
     # Zeebe would refuse the completion (RESOURCE_EXHAUSTED) again at every retry: fail clearly.
     # Escaping can make the variables up to six times the body; measure only when that could matter.
     if response.body_bytes * 6 < max_bytes:

@@ -45,8 +45,8 @@ from servicenow_worker.inputs import (
     VARIABLE_NAME,
     Authentication,
     Operation,
-    RecordRequest,
 )
+from servicenow_worker.operations import OPERATIONS
 from servicenow_worker.secrets import PLACEHOLDER
 from servicenow_worker.settings import Settings
 
@@ -639,7 +639,9 @@ def _input_properties() -> Iterator[dict[str, Any]]:
 
 
 def _model_requires(name: str) -> bool:
-    return model_field_names(RecordRequest)[name].is_required()
+    """Whether every model that reads the input requires it (then every task shows it required)."""
+    models = {OPERATIONS[operation].model for operation in USED_BY[name]}
+    return all(model_field_names(model)[name].is_required() for model in models)
 
 
 def _table_properties(look: Look) -> Iterator[dict[str, Any]]:

@@ -7,6 +7,8 @@ import pytest
 
 from servicenow_worker.errors import InputError
 from servicenow_worker.inputs import (
+    INPUT_NAMES,
+    USED_BY,
     InputRules,
     Operation,
     gather_inputs,
@@ -42,13 +44,17 @@ def problem(**changes: Any) -> str:
 class TestGatherInputs:
     def test_header_wins_over_variable(self) -> None:
         """A task header is fixed by the modeler and beats process data of the same name."""
-        gathered = gather_inputs({"table": "incident"}, {"table": "sys_user", "query": "a=b"})
-        assert gathered == {"table": "incident", "query": "a=b"}
+        gathered = gather_inputs(
+            {"table": "incident"}, {"operation": "read", "table": "sys_user", "query": "a=b"}
+        )
+        assert gathered == {"operation": "read", "table": "incident", "query": "a=b"}
 
     def test_empty_string_counts_as_absent(self) -> None:
         """An empty header falls through to the variable; an empty variable is no input."""
-        gathered = gather_inputs({"table": ""}, {"table": "problem", "query": ""})
-        assert gathered == {"table": "problem"}
+        gathered = gather_inputs(
+            {"table": "", "operation": "read"}, {"table": "problem", "query": ""}
+        )
+        assert gathered == {"operation": "read", "table": "problem"}
 
     def test_authentication_header_is_refused(self) -> None:
         """Credentials never belong in a header, which anyone reading the BPMN sees."""
@@ -58,6 +64,28 @@ class TestGatherInputs:
     def test_only_known_inputs_are_gathered(self) -> None:
         """Unrelated process variables never reach the request."""
         assert gather_inputs({}, {"customer": "x", "operation": "read"}) == {"operation": "read"}
+
+    @pytest.mark.parametrize("operation", ["create", "Read", "UPDATE", "delete"])
+    def test_only_the_operations_own_inputs_are_gathered(self, operation: str) -> None:
+        """An input the operation does not use is left out, from headers and variables alike."""
+        every_input = {
+            name: f"{name} value"
+            for name in INPUT_NAMES
+            if name not in {"authentication", "operation"}
+        }
+        own = {name for name, operations in USED_BY.items() if operation.lower() in operations} - {
+            "authentication"
+        }
+        for headers, variables in ((every_input, {}), ({}, every_input)):
+            gathered = gather_inputs(headers, {**variables, "operation": operation})
+            assert set(gathered) == own
+
+    def test_without_a_known_operation_only_the_operation_is_gathered(self) -> None:
+        """Nothing is validated before the operation says what it reads."""
+        assert gather_inputs({"operation": "copy"}, {"sysId": "../x", "table": "?"}) == {
+            "operation": "copy"
+        }
+        assert gather_inputs({}, {"sysId": "../x"}) == {}
 
 
 class TestRecordRequest:

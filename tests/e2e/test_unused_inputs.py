@@ -1,0 +1,105 @@
+"""Inputs an operation does not use change nothing (docs/contract.md §2).
+
+Process variables are visible to every task in their scope: a `sysId` left by a read reaches the
+next create, a `payload` reaches a delete. Each operation here runs twice against the emulator,
+once with its own inputs and once with every other input present too (plausible leftovers as
+variables, values that would not even validate as headers); ServiceNow must receive the same
+request both times, and the job must complete both times.
+"""
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from servicenow_emulators.table_api import RecordedRequest, ServiceNowEmulator
+from servicenow_worker.inputs import USED_BY
+
+from .conftest import RunJob, job_variables
+
+# Leftovers of earlier tasks: each valid for the operation that uses it, so it would change the
+# request if it were read.
+LEFTOVER_VARIABLES: dict[str, Any] = {
+    "payload": {"short_description": "left by an earlier create"},
+    "query": "active=false",
+    "sysId": "0123456789abcdef0123456789abcdef",
+    "fields": "number",
+    "limit": 1,
+    "offset": 7,
+    "displayValue": "all",
+    "excludeReferenceLink": "true",
+}
+# As task headers: values no operation accepts (an operation that read them would fail with an
+# input error), and a query, which any text is.
+INVALID_HEADERS: dict[str, Any] = {
+    "payload": "not json",
+    "query": "active=false^ORDERBYnumber",
+    "sysId": "../other",
+    "fields": "a..b",
+    "limit": "0",
+    "offset": "-1",
+    "displayValue": "maybe",
+    "excludeReferenceLink": "perhaps",
+}
+
+OwnInputs = Callable[[ServiceNowEmulator], dict[str, Any]]
+
+
+def _create(_: ServiceNowEmulator) -> dict[str, Any]:
+    return {"table": "incident", "payload": {"short_description": "new"}, "fields": "number"}
+
+
+def _read(servicenow: ServiceNowEmulator) -> dict[str, Any]:
+    servicenow.insert("incident", {"short_description": "seen", "active": "true"})
+    return {"table": "incident", "query": "active=true", "limit": 5}
+
+
+def _update(servicenow: ServiceNowEmulator) -> dict[str, Any]:
+    record = servicenow.insert("incident", {"short_description": "old"})
+    return {"table": "incident", "sysId": record["sys_id"], "payload": {"urgency": "1"}}
+
+
+def _delete(servicenow: ServiceNowEmulator) -> dict[str, Any]:
+    record = servicenow.insert("incident", {"short_description": "temp"})
+    return {"table": "incident", "sysId": record["sys_id"]}
+
+
+OPERATIONS: dict[str, OwnInputs] = {
+    "create": _create,
+    "read": _read,
+    "update": _update,
+    "delete": _delete,
+}
+
+
+def _shape(request: RecordedRequest, own: dict[str, Any]) -> tuple[Any, ...]:
+    """What ServiceNow received, with this job's own sys_id written as a placeholder."""
+    sys_id = own.get("sysId", "")
+    path = request.path.replace(sys_id, "{sysId}") if sys_id else request.path
+    return request.method, path, request.query, request.body
+
+
+@pytest.mark.parametrize("operation", list(OPERATIONS))
+async def test_inputs_the_operation_does_not_use_change_nothing(
+    operation: str, run_job: RunJob, servicenow: ServiceNowEmulator
+) -> None:
+    foreign = {name for name, users in USED_BY.items() if operation not in users}
+    assert foreign, "every operation leaves some input unused"
+    assert foreign <= set(LEFTOVER_VARIABLES)
+
+    first = OPERATIONS[operation](servicenow)
+    plain = await run_job(job_variables(operation=operation, **first))
+    assert plain.kind == "complete"
+    [expected] = servicenow.requests
+    servicenow.clear_requests()
+
+    own = OPERATIONS[operation](servicenow)
+    leftovers = {name: LEFTOVER_VARIABLES[name] for name in foreign}
+    headers = {name: INVALID_HEADERS[name] for name in foreign}
+    with_leftovers = await run_job(
+        job_variables(operation=operation, **{**leftovers, **own}), headers
+    )
+
+    assert with_leftovers.kind == "complete", with_leftovers
+    [received] = servicenow.requests
+    assert _shape(received, own) == _shape(expected, first)

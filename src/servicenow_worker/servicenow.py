@@ -16,7 +16,7 @@ import httpx
 import stamina
 import structlog
 
-from servicenow_worker.auth import Authenticator, TokenCache
+from servicenow_worker.auth import Authenticator, Credentials, TokenCache
 from servicenow_worker.errors import (
     CONNECTION_ERROR,
     INVALID_RESPONSE,
@@ -27,7 +27,7 @@ from servicenow_worker.errors import (
     ServiceNowThrottled,
     ServiceNowUnavailable,
 )
-from servicenow_worker.flow_control import FlowControl, FlowSettings, Turn, parse_retry_after
+from servicenow_worker.flow_control import FlowControl, FlowSettings, parse_retry_after
 from servicenow_worker.inputs import Operation, RecordRequest
 
 log = structlog.get_logger(__name__)
@@ -111,9 +111,6 @@ class TableClient:
         # Once per job, not per attempt: the credential headers and (OAuth) the token flow.
         credentials = self._authenticator.credentials(request)
         headers = {**(BODY_HEADERS if body is not None else JSON_HEADERS), **credentials.headers}
-        destination = self._flow.destination(request.base_url, credentials.identity)
-        # A request waits for its turn only as long as it could still be answered in time.
-        turn_deadline = deadline - self._attempt_timeout
         answer_lost = False
         budget = deadline - time.monotonic() - self._attempt_timeout - self._retry.wait_max
         retrying = stamina.retry_context(
@@ -128,13 +125,7 @@ class TableClient:
             with attempt:
                 try:
                     return await self._send_once(
-                        request,
-                        method,
-                        url,
-                        body,
-                        headers,
-                        credentials.flow,
-                        await destination.turn(turn_deadline),
+                        request, method, url, body, headers, credentials, deadline
                     )
                 except ServiceNowRejected as rejected:
                     if method == "DELETE" and rejected.status == 404 and answer_lost:
@@ -166,14 +157,16 @@ class TableClient:
         url: str,
         body: bytes | None,
         headers: dict[str, str],
-        auth: httpx.Auth | None,
-        turn: Turn,
+        credentials: Credentials,
+        deadline: float,
     ) -> TableResponse:
-        # Every request to ServiceNow is sent here, in its turn (flow_control.py), which learns
-        # from the answer or the error.
+        # Every request to ServiceNow is sent here, in its destination's turn (flow_control.py),
+        # which it waits for only as long as the answer could still come before `deadline`.
+        destination = self._flow.destination(request.base_url, credentials.identity)
+        turn = await destination.turn(deadline - self._attempt_timeout)
         with turn, _translate_transport_errors():
             response = await self._http.request(
-                method, url, content=body, headers=headers, auth=auth
+                method, url, content=body, headers=headers, auth=credentials.flow
             )
             turn.answered(response.status_code, response.headers)
         return _table_response(request, response)

@@ -137,18 +137,19 @@ class Turn:
     cancellation) gives the slot back, counting a timeout as a throttle signal.
     """
 
-    __slots__ = ("_destination", "_done", "_epoch", "_started")
+    __slots__ = ("_destination", "_done", "_epoch", "_load", "_started")
 
-    def __init__(self, destination: "Destination", started: float, epoch: int) -> None:
+    def __init__(self, destination: "Destination", started: float) -> None:
         self._destination = destination
         self._started = started
-        self._epoch = epoch
+        self._epoch = destination._epoch
+        self._load = destination.in_flight  # this request included
         self._done = False
 
     def answered(self, status: int, headers: Mapping[str, str]) -> None:
         if not self._done:
             self._done = True
-            self._destination._answered(self._started, self._epoch, status, headers)
+            self._destination._answered(self, status, headers)
 
     def __enter__(self) -> "Turn":
         return self
@@ -209,7 +210,7 @@ class Destination:
         if not self._waiters and self._open(now):
             self.in_flight += 1
             self._observer.waited(0.0)
-            return Turn(self, now, self._epoch)
+            return Turn(self, now)
         opens = max(self.paused_until, now)
         if opens > deadline:
             raise self._no_turn(now)
@@ -230,26 +231,24 @@ class Destination:
             raise
         started = self._clock()
         self._observer.waited(started - now)
-        return Turn(self, started, self._epoch)
+        return Turn(self, started)
 
     # -- what answers say ------------------------------------------------------------------------
 
-    def _answered(
-        self, started: float, epoch: int, status: int, headers: Mapping[str, str]
-    ) -> None:
+    def _answered(self, turn: Turn, status: int, headers: Mapping[str, str]) -> None:
         now = self._clock()
         self.in_flight -= 1
         is_rule = self._rule.observe(status, headers, self._wall_clock())
         if status in THROTTLE_STATUSES:
             self._observer.throttled(status)
             if not is_rule:  # a rule limits requests per hour, not at once
-                self._decrease(epoch)
+                self._decrease(turn._epoch)
             retry_after = parse_retry_after(headers.get("Retry-After"))
             if retry_after is not None:
                 pause = min(retry_after, self._settings.retry_after_cap)
                 self._pause(now, now + pause, status=status, reason="retry_after")
         elif status < 500:
-            self._grow(now - started, now)
+            self._grow(now - turn._started, turn._load, now)
         self._wake()
 
     def _ended(self, epoch: int, *, timed_out: bool) -> None:
@@ -265,15 +264,15 @@ class Destination:
         self._slow_start = False
         self.limit = max(1.0, self.limit * BACKOFF_RATIO)
 
-    def _grow(self, latency: float, now: float) -> None:
+    def _grow(self, latency: float, load: int, now: float) -> None:
         floor = self._floor.add(latency, now)
         if not self._settings.adaptive:
             return
         if latency > floor * LATENCY_TOLERANCE:
             self._slow_start = False
             return
-        if self.in_flight + 1 + len(self._waiters) < int(self.limit):
-            return  # the destination does not use its limit: no evidence that more would work
+        if load * 2 < self.limit:
+            return  # half the limit was unused when it was sent: no evidence that more would work
         step = 1.0 if self._slow_start else 1.0 / self.limit
         self.limit = min(float(self._settings.max_concurrency), self.limit + step)
 

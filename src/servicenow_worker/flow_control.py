@@ -4,10 +4,10 @@ A destination is a ServiceNow base URL and a credential identity (a salted diges
 secret; docs/contract.md §12). Each has its own `Destination`:
 
 - a concurrency limit L between 1 and SERVICENOW_MAX_CONCURRENCY, adapted by AIMD with a latency
-  gate (docs/flow-control.md explains the choice and the constants): +1 per answer in slow start,
-  then +1/L per answer (+1 per round trip), only while the destination uses its limit and the
-  answer came within LATENCY_TOLERANCE times the fastest recent one; x BACKOFF_RATIO on a 429 that
-  is not a rate-limit rule's, a 503 or a timeout, once per round trip;
+  gate (docs/flow-control.md explains the choice and the constants): +1/L per answer (+1 per
+  round trip), only while the destination uses its limit and the answer came within
+  LATENCY_TOLERANCE times the fastest recent one; x BACKOFF_RATIO on a 429 that is not a
+  rate-limit rule's, a 503 or a timeout, once per round trip;
 - a pause: `Retry-After` on a 429 or 503 holds every request to the destination until then
   (capped by SERVICENOW_RETRY_AFTER_CAP), and so does a rate-limit rule (`X-RateLimit-Limit`,
   `X-RateLimit-Reset`, `X-RateLimit-Remaining` where sent) whose requests this window are used up;
@@ -188,12 +188,11 @@ class Destination:
         self.in_flight = 0
         #: Monotonic time until which nothing is sent (0: not paused).
         self.paused_until = 0.0
-        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._waiters: deque[_Waiter] = deque()
         self._wake_timer: asyncio.TimerHandle | None = None
         self._floor = _RollingMinimum(FLOOR_WINDOW)
         # Decreases so far; a signal about a request sent before the last one is not acted on again.
         self._epoch = 0
-        self._slow_start = True
         self._rule = _RuleBudget()
 
     @property
@@ -214,17 +213,17 @@ class Destination:
         opens = max(self.paused_until, now)
         if opens > deadline:
             raise self._no_turn(now)
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append(future)
+        waiter = _Waiter(asyncio.get_running_loop().create_future(), deadline)
+        self._waiters.append(waiter)
         self._wake_later(now)
         try:
             async with asyncio.timeout(deadline - now):
-                await future
+                await waiter.future
         except BaseException as error:
-            if future.done() and not future.cancelled():
+            if waiter.granted:
                 self._ended(self._epoch, timed_out=False)  # granted, but no longer wanted
-            elif future in self._waiters:
-                self._waiters.remove(future)
+            elif waiter in self._waiters:
+                self._waiters.remove(waiter)
             self._observer.waited(self._clock() - now)
             if isinstance(error, TimeoutError):
                 raise self._no_turn(self._clock()) from None
@@ -261,7 +260,6 @@ class Destination:
         if not self._settings.adaptive or epoch != self._epoch:
             return
         self._epoch += 1
-        self._slow_start = False
         self.limit = max(1.0, self.limit * BACKOFF_RATIO)
 
     def _grow(self, latency: float, load: int, now: float) -> None:
@@ -269,18 +267,21 @@ class Destination:
         if not self._settings.adaptive:
             return
         if latency > floor * LATENCY_TOLERANCE:
-            self._slow_start = False
-            return
+            return  # requests queue at ServiceNow: more at once would only wait longer
         if load * 2 < self.limit:
             return  # half the limit was unused when it was sent: no evidence that more would work
-        step = 1.0 if self._slow_start else 1.0 / self.limit
-        self.limit = min(float(self._settings.max_concurrency), self.limit + step)
+        self.limit = min(float(self._settings.max_concurrency), self.limit + 1.0 / self.limit)
 
     def _pause(self, now: float, until: float, *, status: int | None, reason: str) -> None:
         if until <= self.paused_until:
             return
         was_paused = now < self.paused_until
         self.paused_until = until
+        # Requests that cannot wait that long fail now rather than at their deadline.
+        for waiter in [waiter for waiter in self._waiters if waiter.deadline < until]:
+            self._waiters.remove(waiter)
+            if not waiter.future.done():
+                waiter.future.set_exception(self._no_turn(now))
         if not was_paused:
             log.warning(
                 "servicenow_throttled",
@@ -309,7 +310,7 @@ class Destination:
             return
         now = self._clock()
         while self._waiters and self._open(now):
-            future = self._waiters.popleft()
+            future = self._waiters.popleft().future
             if not future.done():  # a cancelled waiter has not left the queue yet
                 self.in_flight += 1
                 future.set_result(None)
@@ -334,6 +335,21 @@ class Destination:
             retry_after=paused_for if paused_for > 0 else None,
             never_sent=True,
         )
+
+
+class _Waiter:
+    """A request waiting for its turn, and the time by which it must have it."""
+
+    __slots__ = ("deadline", "future")
+
+    def __init__(self, future: "asyncio.Future[None]", deadline: float) -> None:
+        self.future = future
+        self.deadline = deadline
+
+    @property
+    def granted(self) -> bool:
+        future = self.future
+        return future.done() and not future.cancelled() and future.exception() is None
 
 
 class _RollingMinimum:

@@ -76,15 +76,16 @@ async def answer_all(
 
 
 class TestLimit:
-    async def test_slow_start_while_the_limit_is_used_and_answers_are_fast(
+    async def test_additive_increase_while_the_limit_is_used_and_answers_are_fast(
         self, destination: Callable[..., Destination], clock: Clock
     ) -> None:
-        """Each fast answer to a request sent with at least half the limit in use adds 1."""
+        """Each fast answer to a request sent with at least half the limit in use adds 1/limit:
+        about 1 per round trip, up to SERVICENOW_MAX_CONCURRENCY."""
         limited = destination()
         assert limited.limit == INITIAL_LIMIT
         await answer_all(limited, clock, INITIAL_LIMIT)
-        assert limited.limit == INITIAL_LIMIT + 5  # sent 4th to 8th of 8
-        for _ in range(3):
+        assert INITIAL_LIMIT + 0.5 < limited.limit < INITIAL_LIMIT + 1  # sent 4th to 8th of 8
+        for _ in range(200):
             await answer_all(limited, clock, int(limited.limit))
         assert limited.limit == 32  # SERVICENOW_MAX_CONCURRENCY's default caps it
 
@@ -186,6 +187,24 @@ class TestPause:
         clock.advance(5)
         turn = await paused.turn(clock.now)
         turn.answered(200, NO_HEADERS)
+
+    async def test_waiters_that_cannot_outlast_the_pause_fail_at_once(
+        self, destination: Callable[..., Destination], clock: Clock
+    ) -> None:
+        """A request already waiting whose deadline comes before the pause ends fails when the
+        pause begins, not at its deadline."""
+        single = destination(max_concurrency=1)
+        busy = await single.turn(FAR)
+        short = asyncio.create_task(single.turn(clock.now + 5))
+        long = asyncio.create_task(single.turn(FAR))
+        await asyncio.sleep(0)
+        busy.answered(429, {"Retry-After": "30"})
+        with pytest.raises(ServiceNowThrottled, match="paused for 30 s more"):
+            await short
+        assert (single.waiting, long.done()) == (1, False)
+        long.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await long
 
     async def test_retry_after_is_capped(
         self, destination: Callable[..., Destination], clock: Clock

@@ -12,6 +12,8 @@ and a backlog of create jobs that never runs dry. Variants:
 * adaptive: the defaults (SERVICENOW_MAX_CONCURRENCY=32, adaptive);
 * fixed: SERVICENOW_ADAPTIVE_CONCURRENCY=false with SERVICENOW_MAX_CONCURRENCY=128, that is as
   many requests at once as jobs in flight (today's behaviour), pauses on Retry-After kept;
+* fixed-60: SERVICENOW_MAX_CONCURRENCY=60, not adaptive: what suits one replica (16 + 50 at once
+  at most), three times too many for three;
 * before (with `--before DIR`): the worker of another checkout, e.g. main without flow control.
 
 Figures per run (the first `--settle` seconds left out, as the targets say):
@@ -44,6 +46,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import httpx
 from aiohttp import web
 
@@ -73,6 +76,12 @@ VARIANT_SETTINGS = {
     "fixed": {
         "SERVICENOW_ADAPTIVE_CONCURRENCY": "false",
         "SERVICENOW_MAX_CONCURRENCY": str(IN_FLIGHT),
+    },
+    # A fixed limit an operator might choose for one replica: the instance's 16 slots + 50 queued,
+    # less a margin. Right for one replica, three times too many for three.
+    "fixed-60": {
+        "SERVICENOW_ADAPTIVE_CONCURRENCY": "false",
+        "SERVICENOW_MAX_CONCURRENCY": "60",
     },
     "before": {},
 }
@@ -417,24 +426,45 @@ def plot(runs: list[Run], path: Path) -> None:
     figure.savefig(path, dpi=90)
 
 
+async def turn_cost(rounds: int = 200_000) -> float:
+    """CPU microseconds one request spends in flow control when nothing limits it: a turn taken
+    and the answer reported (what every request pays; the wait histogram included)."""
+    from servicenow_worker.flow_control import FlowControl, FlowSettings
+    from servicenow_worker.metrics import WorkerMetrics
+
+    metrics = WorkerMetrics()
+    flow = FlowControl(FlowSettings(), metrics)
+    metrics.watch_destinations(flow)
+    identity = b"\x01" * 16
+    headers = {"Content-Type": "application/json"}
+    started = time.process_time()
+    for _ in range(rounds):
+        destination = flow.destination("https://dev1.service-now.com", identity)
+        turn = await destination.turn(0.0)
+        with turn:
+            turn.answered(200, headers)
+    return (time.process_time() - started) / rounds * 1e6
+
+
 async def calibrate(seconds: float = 8) -> float:
     """What the emulated instance serves on this machine now: 60 requests kept in flight (its
-    16 slots full, its queue of 50 never overrun) by a plain client, answers/s after 2 s."""
+    16 slots full, its queue of 50 never overrun) by a plain aiohttp client, answers/s after 2 s."""
     run = Run("calibration", "none", 0, seconds)
+    auth = aiohttp.BasicAuth(USER, PASSWORD)
     async with (
         instance(run) as (base_url, answers),
-        httpx.AsyncClient(
-            base_url=base_url,
-            auth=(USER, PASSWORD),
-            limits=httpx.Limits(max_connections=60),
-            timeout=30,
+        aiohttp.ClientSession(
+            base_url, auth=auth, connector=aiohttp.TCPConnector(limit=60)
         ) as http,
     ):
         stop = time.monotonic() + seconds
 
         async def loop() -> None:
             while time.monotonic() < stop:
-                await http.post("/api/now/table/incident", json=VARIABLES["payload"])
+                async with http.post(
+                    "/api/now/table/incident", json=VARIABLES["payload"]
+                ) as answer:
+                    await answer.read()
 
         started = time.monotonic()
         await asyncio.gather(*(loop() for _ in range(60)))
@@ -470,6 +500,8 @@ async def benchmark(options: Any) -> list[Run]:
         )
         for replicas in (1, 3)
     ]
+    cost = await turn_cost()
+    print(f"flow control per request, nothing limiting: {cost:.1f} us CPU")
     measured = await calibrate()
     print(
         f"calibration: the instance serves {measured:.0f} requests/s here (nominal {CAPACITY:.0f})"
@@ -494,7 +526,7 @@ def run_loop(main: Any) -> Any:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--variants", default="adaptive,fixed")
+    parser.add_argument("--variants", default="adaptive,fixed,fixed-60")
     parser.add_argument("--before", default="", help="also run the worker of this checkout")
     parser.add_argument("--duration", type=float, default=30, help="seconds per capacity run")
     parser.add_argument("--settle", type=float, default=10, help="seconds left out of the figures")

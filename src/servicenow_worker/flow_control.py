@@ -210,8 +210,8 @@ class Destination:
             self.in_flight += 1
             self._observer.waited(0.0)
             return Turn(self, now)
-        opens = max(self.paused_until, now)
-        if opens > deadline:
+        if max(self.paused_until, now) > deadline:
+            self._observer.waited(0.0)
             raise self._no_turn(now)
         waiter = _Waiter(asyncio.get_running_loop().create_future(), deadline)
         self._waiters.append(waiter)
@@ -325,13 +325,13 @@ class Destination:
     def _no_turn(self, now: float) -> ServiceNowThrottled:
         paused_for = self.paused_until - now
         if paused_for > 0:
-            why = f"paused for {math.ceil(paused_for)} s more (ServiceNow asked for it)"
+            why = f"is paused for {math.ceil(paused_for)} s more, as ServiceNow asked"
         else:
-            why = f"{self.in_flight} requests in flight (its limit) and {self.waiting} waiting"
+            why = f"has {self.in_flight} requests in flight (its limit) and {self.waiting} waiting"
         return ServiceNowThrottled(
             THROTTLED,
             f"the request to {self.base_url} did not get its turn before the job's deadline: "
-            f"the destination is {why}",
+            f"the destination {why}",
             retry_after=paused_for if paused_for > 0 else None,
             never_sent=True,
         )

@@ -65,7 +65,7 @@ async def test_no_turn_before_the_deadline_hands_the_job_back(
     )
     assert handed_back.error_message == (
         f"the request to {servicenow.base_url} did not get its turn before the job's deadline: "
-        "the destination is 1 requests in flight (its limit) and 0 waiting "
+        "the destination has 1 requests in flight (its limit) and 0 waiting "
         "(retries unchanged, will be retried in 2 s)"
     )
     assert [r.method for r in servicenow.requests] == ["GET"]  # the create was never sent

@@ -309,7 +309,7 @@ class TestTurns:
             await single.turn(clock.now + 0.01)
         assert caught.value.code == THROTTLED
         assert caught.value.retry_after is None
-        assert "1 requests in flight (its limit) and 0 waiting" in caught.value.message
+        assert "has 1 requests in flight (its limit) and 0 waiting" in caught.value.message
         assert (single.in_flight, single.waiting) == (1, 0)
         busy.answered(200, NO_HEADERS)
         assert single.in_flight == 0

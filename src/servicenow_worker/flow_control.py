@@ -4,10 +4,10 @@ A destination is a ServiceNow base URL and a credential identity (a salted diges
 secret; docs/contract.md §12). Each has its own `Destination`:
 
 - a concurrency limit L between 1 and SERVICENOW_MAX_CONCURRENCY, adapted by AIMD with a latency
-  gate (docs/flow-control.md explains the choice and the constants): +1/L per answer (+1 per
-  round trip), only while the destination uses its limit and the answer came within
-  LATENCY_TOLERANCE times the fastest recent one; x BACKOFF_RATIO on a 429 that is not a
-  rate-limit rule's, a 503 or a timeout, once per round trip;
+  gate (docs/flow-control.md explains the choice and the constants): while the destination uses
+  its limit and answers come back fast, +1 per answer (doubling per round trip) when nothing
+  queues at ServiceNow, +1/L (+1 per round trip) while little does, nothing beyond; x
+  BACKOFF_RATIO on a 429 that is not a rate-limit rule's, a 503 or a timeout, once per round trip;
 - a pause: `Retry-After` on a 429 or 503 holds every request to the destination until then
   (capped by SERVICENOW_RETRY_AFTER_CAP), and so does a rate-limit rule (`X-RateLimit-Limit`,
   `X-RateLimit-Reset`, `X-RateLimit-Remaining` where sent) whose requests this window are used up;
@@ -40,9 +40,15 @@ INITIAL_LIMIT: Final = 8
 #: A throttle signal multiplies the limit by this (TCP's choice: halving converges to a fair share
 #: among workers that do not talk to each other).
 BACKOFF_RATIO: Final = 0.5
-#: The limit grows only on answers that came within this multiple of the fastest recent answer:
-#: beyond it, requests queue at ServiceNow and more concurrency only adds waiting.
-LATENCY_TOLERANCE: Final = 2.0
+#: The limit grows only on answers that waited (took longer than the fastest recent answer) at
+#: most this multiple of the fastest one, or QUEUE_SLACK: beyond it, requests queue at ServiceNow
+#: and more concurrency only adds waiting. The slack keeps scheduling noise of a few milliseconds
+#: from stopping growth against a very fast instance.
+LATENCY_TOLERANCE: Final = 1.0
+QUEUE_SLACK: Final = 0.01
+#: Answers that waited at most this share of that allowance: nothing queues at ServiceNow, so
+#: the limit grows by 1 per answer (doubling per round trip) instead of 1/L.
+UNQUEUED_SHARE: Final = 0.25
 #: The fastest recent answer is the fastest of the last 30 to 60 s, so a slower instance (or a
 #: slower mix of requests) raises it within a minute.
 FLOOR_WINDOW: Final = 30.0
@@ -266,11 +272,14 @@ class Destination:
         floor = self._floor.add(latency, now)
         if not self._settings.adaptive:
             return
-        if latency > floor * LATENCY_TOLERANCE:
+        waited = latency - floor
+        allowance = max(floor * LATENCY_TOLERANCE, QUEUE_SLACK)
+        if waited > allowance:
             return  # requests queue at ServiceNow: more at once would only wait longer
         if load * 2 < self.limit:
             return  # half the limit was unused when it was sent: no evidence that more would work
-        self.limit = min(float(self._settings.max_concurrency), self.limit + 1.0 / self.limit)
+        step = 1.0 if waited <= allowance * UNQUEUED_SHARE else 1.0 / self.limit
+        self.limit = min(float(self._settings.max_concurrency), self.limit + step)
 
     def _pause(self, now: float, until: float, *, status: int | None, reason: str) -> None:
         if until <= self.paused_until:

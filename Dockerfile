@@ -1,6 +1,6 @@
 # servicenow-worker: Camunda 8 job worker for the ServiceNow Table API.
 #
-#   docker build -t servicenow-worker .
+#   scripts/build-image -t servicenow-worker      # docker build, with the version and commit labels
 #   docker run --rm -e ZEEBE_ADDRESS=... -e SERVICENOW_URL_TEMPLATE=... servicenow-worker
 #
 # Stage 1 builds the wheel and installs it with its dependencies into a virtual environment;
@@ -10,21 +10,32 @@
 ARG PYTHON_IMAGE=python:3.12-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
+# uv installs exactly uv.lock's versions (docs/dependencies.md); pyproject.toml's [tool.uv]
+# required-version makes any other uv refuse to run, so this pin cannot drift from the lock's.
+ARG UV_VERSION=0.13.8
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
-    PYTHONDONTWRITEBYTECODE=1
+    PYTHONDONTWRITEBYTECODE=1 \
+    UV_PROJECT_ENVIRONMENT=/opt/venv \
+    UV_PYTHON_DOWNLOADS=never \
+    UV_COMPILE_BYTECODE=1 \
+    UV_LINK_MODE=copy \
+    UV_NO_CACHE=1
 WORKDIR /src
-COPY pyproject.toml README.md ./
+RUN python -m pip install --no-cache-dir "uv==${UV_VERSION}"
+# The locked dependencies first, in a layer of their own that changes only with the lock; then
+# the project itself, as a wheel (not editable). --locked: a lock that disagrees with
+# pyproject.toml fails the build instead of being re-resolved. The environment has no pip or
+# setuptools: it holds only what runs, with the otel extra, so that traces need no other image
+# (loaded only when the OTEL_* variables ask for them).
+COPY pyproject.toml uv.lock README.md ./
+RUN uv sync --locked --no-install-project --no-editable --extra otel --python python
 COPY src ./src
-# The wheel's own dependencies are resolved by pip from pyproject.toml's ranges (the project has
-# no lock file); the build backend comes through pip's build isolation. The environment is made
-# without pip and setuptools and filled by the build stage's pip, so it holds only what runs.
-RUN python -m pip wheel --no-deps --wheel-dir /dist . \
-    && python -m venv --without-pip /opt/venv \
-    && python -m pip --python /opt/venv/bin/python install /dist/*.whl
+RUN uv sync --locked --no-editable --extra otel --python python
 
 FROM ${PYTHON_IMAGE}
-ARG VERSION=0.1.0
+# scripts/build-image passes pyproject.toml's version, the commit and its date.
+ARG VERSION=unknown
 ARG REVISION=unknown
 ARG CREATED=unknown
 LABEL org.opencontainers.image.title="servicenow-worker" \

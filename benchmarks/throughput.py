@@ -63,6 +63,7 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 CONSOLE_SCRIPT = Path(sys.executable).with_name("servicenow-worker")
 BASELINE_SCRIPT = HERE / "baseline_worker.py"
+TRANSPORT_SCRIPT = HERE / "transport_worker.py"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 WORKERS = ("ours", "baseline")
 
@@ -225,18 +226,48 @@ class ServiceNow:
         self._latency = None
 
 
+_trace_receiver: list[str] = []
+
+
+async def trace_receiver() -> str:
+    """The URL of an OTLP/HTTP receiver in this process that accepts spans and drops them."""
+    if not _trace_receiver:
+
+        async def accept(request: web.Request) -> web.Response:
+            await request.read()
+            return web.Response(content_type="application/x-protobuf", body=b"")
+
+        app = web.Application()
+        app.router.add_post("/v1/traces", accept)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        _trace_receiver.append(f"http://127.0.0.1:{runner.addresses[0][1]}")
+    return _trace_receiver[0]
+
+
 @contextlib.asynccontextmanager
 async def worker_process(
     kind: str, gateway: ZeebeGatewayEmulator, servicenow_url: str, in_flight: int, options: Any
 ) -> AsyncIterator[asyncio.subprocess.Process]:
     env = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/")}
-    if kind.startswith("ours"):
-        # "ours:DIR" runs the worker from another checkout (e.g. a git worktree) for before/after.
-        _, _, source = kind.partition(":")
+    if kind.startswith(("ours", "transport:")):
+        # "ours:DIR" runs the worker from another checkout (e.g. a git worktree) for before/after;
+        # "transport:NAME" runs it with another HTTP transport (transport_worker.py);
+        # "ours+traces" with traces on, exported over OTLP/HTTP to a receiver in this process.
+        prefix, _, source = kind.partition(":")
         command = [str(CONSOLE_SCRIPT)]
-        if source:
+        if prefix == "transport":
+            command = [sys.executable, str(TRANSPORT_SCRIPT), source]
+        elif source:
             command = [sys.executable, "-m", "servicenow_worker"]
             env["PYTHONPATH"] = str(Path(source) / "src")
+        if prefix == "ours+traces":
+            env |= {
+                "OTEL_EXPORTER_OTLP_ENDPOINT": await trace_receiver(),
+                "OTEL_SERVICE_NAME": "servicenow-worker-benchmark",
+            }
         env |= {
             "HEALTH_HOST": "127.0.0.1",
             "HEALTH_PORT": "0",

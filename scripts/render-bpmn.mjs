@@ -106,6 +106,43 @@ function errorMarker(cx, cy, r) {
   return `<polygon points="${points}" fill="none" stroke="${STROKE}" stroke-width="1.5" stroke-linejoin="round"/>`;
 }
 
+function timerMarker(cx, cy, r) {
+  // A clock face with hands.
+  const face = r * 0.6;
+  return (
+    `<circle cx="${num(cx)}" cy="${num(cy)}" r="${num(face)}" fill="none" stroke="${STROKE}" stroke-width="1.5"/>` +
+    `<path d="M${num(cx)},${num(cy - face * 0.75)} L${num(cx)},${num(cy)} L${num(cx + face * 0.55)},${num(cy)}" ` +
+    `fill="none" stroke="${STROKE}" stroke-width="1.5" stroke-linecap="round"/>`
+  );
+}
+
+function messageMarker(cx, cy, r) {
+  // An envelope.
+  const w = r * 1.0;
+  const h = r * 0.68;
+  const x = cx - w / 2;
+  const y = cy - h / 2;
+  return (
+    `<rect x="${num(x)}" y="${num(y)}" width="${num(w)}" height="${num(h)}" fill="none" stroke="${STROKE}" stroke-width="1.5"/>` +
+    `<path d="M${num(x)},${num(y)} L${num(cx)},${num(cy + h * 0.1)} L${num(x + w)},${num(y)}" fill="none" ` +
+    `stroke="${STROKE}" stroke-width="1.5"/>`
+  );
+}
+
+function multiInstanceMarker(element, cx, bottom) {
+  // Three bars above the bottom edge: upright for parallel, lying for sequential.
+  const loop = element.loopCharacteristics;
+  if (!loop || loop.$type !== 'bpmn:MultiInstanceLoopCharacteristics') {
+    return '';
+  }
+  const bars = [-5, 0, 5].map((d) =>
+    loop.isSequential
+      ? `M${num(cx - 6)},${num(bottom - 12 + d)} L${num(cx + 6)},${num(bottom - 12 + d)}`
+      : `M${num(cx + d)},${num(bottom - 18)} L${num(cx + d)},${num(bottom - 6)}`,
+  );
+  return `<path d="${bars.join(' ')}" stroke="${STROKE}" stroke-width="2"/>`;
+}
+
 function shapeSvg(shape) {
   const element = shape.bpmnElement;
   const { x, y, width, height } = shape.bounds;
@@ -116,8 +153,11 @@ function shapeSvg(shape) {
   if (/Task$/.test(type) || type === 'bpmn:SubProcess' || type === 'bpmn:CallActivity') {
     parts.push(
       `<rect x="${num(x)}" y="${num(y)}" width="${num(width)}" height="${num(height)}" rx="10" ry="10" ` +
-        `fill="#ffffff" stroke="${STROKE}" stroke-width="2"/>`,
+        `fill="#ffffff" stroke="${STROKE}" stroke-width="${type === 'bpmn:CallActivity' ? 4 : 2}"/>`,
     );
+    if (element.loopCharacteristics) {
+      parts.push(multiInstanceMarker(element, cx, y + height));
+    }
     const icon = element.get('zeebe:modelerTemplateIcon');
     if (icon) {
       parts.push(iconFromDataUri(icon, x + 6, y + 6, 18));
@@ -148,6 +188,12 @@ function shapeSvg(shape) {
     if (definitions.some((d) => d.$type === 'bpmn:ErrorEventDefinition')) {
       parts.push(errorMarker(cx, cy, r));
     }
+    if (definitions.some((d) => d.$type === 'bpmn:TimerEventDefinition')) {
+      parts.push(timerMarker(cx, cy, r));
+    }
+    if (definitions.some((d) => d.$type === 'bpmn:MessageEventDefinition')) {
+      parts.push(messageMarker(cx, cy, r));
+    }
     return parts.join('\n');
   }
   if (/Gateway$/.test(type)) {
@@ -155,6 +201,21 @@ function shapeSvg(shape) {
       `<polygon points="${num(cx)},${num(y)} ${num(x + width)},${num(cy)} ${num(cx)},${num(y + height)} ${num(x)},${num(cy)}" ` +
         `fill="#ffffff" stroke="${STROKE}" stroke-width="2"/>`,
     );
+    if (type === 'bpmn:EventBasedGateway') {
+      // A double circle around a pentagon.
+      const r = width * 0.26;
+      const pentagon = [0, 1, 2, 3, 4]
+        .map((i) => {
+          const a = -Math.PI / 2 + (i * 2 * Math.PI) / 5;
+          return `${num(cx + Math.cos(a) * r * 0.62)},${num(cy + Math.sin(a) * r * 0.62)}`;
+        })
+        .join(' ');
+      parts.push(
+        `<circle cx="${num(cx)}" cy="${num(cy)}" r="${num(r)}" fill="none" stroke="${STROKE}" stroke-width="1.2"/>` +
+          `<circle cx="${num(cx)}" cy="${num(cy)}" r="${num(r - 2.5)}" fill="none" stroke="${STROKE}" stroke-width="1.2"/>` +
+          `<polygon points="${pentagon}" fill="none" stroke="${STROKE}" stroke-width="1.5"/>`,
+      );
+    }
     if (type === 'bpmn:ExclusiveGateway' && shape.isMarkerVisible) {
       const d = width * 0.2;
       parts.push(

@@ -56,7 +56,9 @@ class DisplayMode:
 class TableStore:
     """Schemas and records of every table, plus the per-(table, query) compiled-query cache."""
 
-    def __init__(self) -> None:
+    def __init__(self, stamp: Callable[[], str] = now_utc) -> None:
+        # the instance clock's current time as a stored date-time (sys_created_on, sys_updated_on)
+        self._stamp = stamp
         self.schemas: dict[str, TableSchema] = {}
         self.rows: dict[str, dict[str, Record]] = {}
         self._compiled: dict[tuple[str, str, InvalidQueryPolicy], CompiledQuery] = {}
@@ -200,12 +202,14 @@ class TableStore:
         user: str,
         from_rest: bool,
         input_display_value: bool = False,
+        updated_on: str | None = None,
     ) -> Record:
         """Create a record. REST writes drop unknown and `sys_*` fields; seeding
         (`from_rest=False`) may set `sys_*` fields, rejects unknown ones and lets business rules
-        fill in only the fields it does not set."""
+        fill in only the fields it does not set. `updated_on` stamps the record with an earlier
+        time than the clock's: a transaction that began then and commits now (a late commit)."""
         schema = self.schemas[table]
-        now = now_utc()
+        now = updated_on or self._stamp()
         record: Record = {}
         for name, f in schema.fields.items():
             default = f.default
@@ -245,8 +249,10 @@ class TableStore:
         user: str,
         from_rest: bool,
         input_display_value: bool = False,
+        updated_on: str | None = None,
     ) -> Record | None:
-        """Change the given fields only (PUT behaves like PATCH); None when the id is unknown."""
+        """Change the given fields only (PUT behaves like PATCH); None when the id is unknown.
+        `updated_on` as for `insert`."""
         schema = self.schemas[table]
         record = self.rows[table].get(sys_id)
         if record is None:
@@ -256,7 +262,7 @@ class TableStore:
         record["sys_id"] = sys_id  # the key of the row never changes
         if from_rest:
             self._business_rules(schema, record, values)
-            record["sys_updated_on"] = now_utc()
+            record["sys_updated_on"] = updated_on or self._stamp()
             record["sys_updated_by"] = user
             record["sys_mod_count"] = str(int(record.get("sys_mod_count") or "0") + 1)
         self._reindex(table, record)

@@ -32,6 +32,7 @@ import binascii
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import ssl
@@ -46,6 +47,7 @@ from urllib.parse import quote
 from aiohttp import web
 
 from ._capacity import Capacity, RateLimitRule, Throttling
+from ._table_clock import InstanceClock, parse_stamp, stamp_of
 from ._table_faults import (
     HIBERNATION_PAGE,
     Fault,
@@ -73,6 +75,7 @@ __all__ = [
     "FaultMatch",
     "Field",
     "FieldType",
+    "InstanceClock",
     "InvalidQueryPolicy",
     "OAuthClient",
     "OAuthServer",
@@ -101,6 +104,7 @@ _RECORD_METHODS = ("GET", "HEAD", "PUT", "PATCH", "DELETE")
 _ROUTE_COLLECTION = "sn-table-collection"
 _ROUTE_RECORD = "sn-table-record"
 _NOT_FOUND_DETAIL = "Record doesn't exist or ACL restricts the record retrieval"
+_DATE_LITERAL = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}")
 _V1_EMPTY_DETAIL = "Records matching query not found. Check query parameter or offset parameter"
 
 
@@ -268,6 +272,8 @@ class ServiceNowEmulator:
     replaces the default basic, bearer and API key checkers. `oauth` is the OAuth provider
     (clients, API keys, issued tokens, token request counts); its tokens expire on `clock`.
     With `ssl_context` the emulator serves HTTPS (and may require client certificates).
+    `wall_clock` is the instance's own time: `sys_*_on` stamps and the `Date` header read it,
+    and tests may set and advance it.
     """
 
     def __init__(
@@ -307,9 +313,13 @@ class ServiceNowEmulator:
         # sys_ids that are counted in X-Total-Count and take a slot of the page but are never
         # returned: rows a real instance removes by ACL after applying sysparm_limit.
         self.hidden_sys_ids: set[str] = set()
+        # Seconds east of UTC in which a date-time literal of a query is read (0: as UTC, what
+        # ServiceNow documents for a plain literal); lets tests play an instance that differs.
+        self.date_literal_offset = 0
         self.requests: list[RecordedRequest] = []
         self.faults: list[Fault] = []
-        self._store = TableStore()
+        self.wall_clock = InstanceClock()
+        self._store = TableStore(self.wall_clock.stamp)
         self._waiters: list[tuple[Callable[[], bool], asyncio.Future[None]]] = []
         self._runner: web.AppRunner | None = None
         self._stopping = asyncio.Event()
@@ -317,7 +327,7 @@ class ServiceNowEmulator:
         for name, password in (users if users is not None else {"admin": "admin"}).items():
             self.add_user(name, password)
         # Capacity and rate-limit rules; `throttling.counts` says what they did.
-        self.throttling = Throttling(capacity, rate_limit_rules)
+        self.throttling = Throttling(capacity, rate_limit_rules, clock=self.wall_clock.now)
         self.app = web.Application(
             middlewares=[self.throttling.middleware, self._pipeline],
             client_max_size=max_body_bytes + 1,
@@ -439,6 +449,31 @@ class ServiceNowEmulator:
         record = self._store.update(table, sys_id, fields, user="admin", from_rest=False)
         if record is None:
             raise KeyError(f"no {table} record {sys_id}")
+        return dict(record)
+
+    def write(
+        self,
+        table: str,
+        fields: Mapping[str, object],
+        *,
+        sys_id: str | None = None,
+        user: str = "admin",
+        updated_on: float | str | None = None,
+    ) -> Record:
+        """Create (no `sys_id`) or update a record as a REST write does: business rules and
+        sys_* bookkeeping, stamped by `wall_clock`; a copy is returned. `updated_on` (epoch
+        seconds or a stored stamp, in the past) makes it a late commit: a transaction that
+        began then and becomes visible only now. KeyError for an unknown record."""
+        stamp = stamp_of(updated_on) if isinstance(updated_on, float | int) else updated_on
+        if sys_id is None:
+            record = self._store.insert(table, fields, user=user, from_rest=True, updated_on=stamp)
+        else:
+            found = self._store.update(
+                table, sys_id, fields, user=user, from_rest=True, updated_on=stamp
+            )
+            if found is None:
+                raise KeyError(f"no {table} record {sys_id}")
+            record = found
         return dict(record)
 
     def delete(self, table: str, sys_id: str) -> bool:
@@ -653,6 +688,7 @@ class ServiceNowEmulator:
             response = web.Response()  # never reaches the client: the transport is closed
             recorded.status = None
             return response
+        response.headers["Date"] = self.wall_clock.http_date()
         response.headers["X-Transaction-ID"] = transaction_id
         response.headers.update(self.throttling.headers(request))
         response.headers["X-Is-Logged-In"] = "true" if auth.user else "false"
@@ -811,6 +847,10 @@ class ServiceNowEmulator:
         query = params.get("sysparm_query")
         if not query:
             query = self._pairs_query(call)
+        elif self.date_literal_offset:
+            query = _DATE_LITERAL.sub(
+                lambda m: stamp_of(parse_stamp(m[0]) - self.date_literal_offset), query
+            )
         if not query:
             rows = list(self._store.rows[call.table].values())
         else:

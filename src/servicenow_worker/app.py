@@ -1,15 +1,17 @@
 """The composition root: settings, logs, the ServiceNow client, the gateway channel, the job loop.
 
+The command line (`cli.py`) runs `serve`; the demo (`demo.py`) runs `open_worker` against its
+emulators. Neither is imported here.
+
 Exit codes: 0 after a requested stop with every job reported; 1 when the loop ends unasked or the
 grace period runs out; 2 for invalid settings.
 """
 
-import argparse
 import asyncio
 import gc
 import signal
 import sys
-from collections.abc import AsyncIterator, Coroutine, Mapping, Sequence
+from collections.abc import AsyncIterator, Coroutine, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, Final
 
@@ -18,14 +20,13 @@ import structlog
 from pydantic import ValidationError
 from pyzeebe.grpc_internals.zeebe_adapter import ZeebeAdapter
 
-from servicenow_worker import __version__
+from servicenow_worker import __version__, tracing
 from servicenow_worker.auth import Authenticator, TokenCache
 from servicenow_worker.flow_control import FlowControl, FlowSettings
 from servicenow_worker.handler import JobHandler
 from servicenow_worker.health import HealthServer
 from servicenow_worker.http_transport import AiohttpTransport, NoCookieJar
 from servicenow_worker.inputs import InputRules
-from servicenow_worker.logs import configure
 from servicenow_worker.metrics import WorkerMetrics
 from servicenow_worker.secrets import SecretStore
 from servicenow_worker.servicenow import RetryPolicy, TableClient
@@ -38,18 +39,6 @@ log = structlog.get_logger("servicenow_worker")
 EXIT_INVALID_SETTINGS = 2
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """Console script `servicenow-worker`."""
-    arguments = _parse_arguments(argv)
-    if arguments.demo:
-        from servicenow_worker.demo import run_demo  # the emulators load only here
-
-        sys.exit(asyncio.run(run_demo()))
-    settings = load_settings()
-    configure(settings.log_level, settings.log_format)
-    sys.exit(run_loop(serve(settings)))
-
-
 def run_loop(main: Coroutine[Any, Any, int]) -> int:
     """Run `main` on uvloop where it is installed (not on Windows), else on asyncio's own loop.
 
@@ -60,21 +49,6 @@ def run_loop(main: Coroutine[Any, Any, int]) -> int:
     except ImportError:  # pragma: no cover - Windows
         return asyncio.run(main)
     return uvloop.run(main)
-
-
-def _parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="servicenow-worker",
-        description="Camunda 8 job worker for the ServiceNow Table API. "
-        "Configured by environment variables (see README).",
-    )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_argument(
-        "--demo",
-        action="store_true",
-        help="run against built-in emulators of Zeebe and ServiceNow, no setup needed",
-    )
-    return parser.parse_args(argv)
 
 
 def load_settings() -> Settings:
@@ -102,6 +76,8 @@ def build_http_client(
     )
     if metrics is not None:
         transport = metrics.instrument(transport)  # times each request to ServiceNow
+    # A client span per request, with traceparent, when traces are on; else unchanged.
+    transport = tracing.instrument(transport)
     return httpx.AsyncClient(
         timeout=httpx.Timeout(
             connect=settings.servicenow_connect_timeout,

@@ -5,6 +5,8 @@
     ├── ExpressionFailed             resultExpression failed: retries 0
     ├── ResultTooLarge               the answer would not fit into Zeebe's variables: retries 0
     ├── ServiceNowRejected           ServiceNow answered 4xx (not 408/429): fail with retries 0
+    ├── UnexpectedAnswer             ServiceNow answered, but not what the request asked for
+    │                                (records outside a changes window): retries 0
     ├── AuthenticationFailed         ServiceNow's token endpoint refused the OAuth client or user:
     │                                fail with retries 0 (code AUTH_FAILED)
     └── ServiceNowUnavailable        408, 5xx, timeouts, dropped connections, non-JSON 200:
@@ -64,6 +66,12 @@ class ServiceNowRejected(WorkerError):
         super().__init__(message, variables=variables)
         self.status = status
         self.code = str(status)
+
+
+class UnexpectedAnswer(WorkerError):
+    """ServiceNow's answer contradicts the request (a retry would get the same): retries 0."""
+
+    code = INVALID_RESPONSE
 
 
 class AuthenticationFailed(WorkerError):

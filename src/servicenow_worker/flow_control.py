@@ -24,6 +24,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from email.utils import parsedate_to_datetime
 from types import TracebackType
 from typing import Final, Protocol
@@ -434,8 +435,13 @@ def parse_retry_after(value: str | None) -> float | None:
     value = value.strip()
     if value.isdigit():
         return float(value)
+    moment = http_date(value)
+    return None if moment is None else max(0.0, moment.timestamp() - time.time())
+
+
+def http_date(value: str | None) -> datetime | None:
+    """An HTTP date header (`Retry-After`, `Date`) as a datetime; None when absent or bad."""
     try:
-        moment = parsedate_to_datetime(value)
+        return parsedate_to_datetime(value) if value else None
     except (TypeError, ValueError):
         return None
-    return max(0.0, moment.timestamp() - time.time())

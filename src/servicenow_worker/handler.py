@@ -11,7 +11,7 @@ from typing import Any
 
 import structlog
 
-from servicenow_worker import outcome
+from servicenow_worker import outcome, tracing
 from servicenow_worker.errors import InputError, WorkerError
 from servicenow_worker.inputs import (
     InputRules,
@@ -57,9 +57,9 @@ class JobHandler:
         try:
             options = parse_output_options(job.headers)
             family, inputs = self._inputs(job, used)
-            structlog.contextvars.bind_contextvars(
-                operation=inputs.operation.value, table=getattr(inputs, "table", None)
-            )
+            table = getattr(inputs, "table", None)
+            structlog.contextvars.bind_contextvars(operation=inputs.operation.value, table=table)
+            tracing.describe_job(inputs.operation.value, table)
             answer = await family.run(self._context(job, options), inputs)
             result = outcome.for_response(
                 answer,

@@ -11,13 +11,11 @@ past its activation: WORKER_JOB_TIMEOUT is checked at start against the HTTP tim
 in-process retry starts that could end after the job's deadline.
 """
 
-from typing import Any
-
 import structlog
 
 from servicenow_worker.errors import InputError
 from servicenow_worker.inputs import Operation, RecordRequest
-from servicenow_worker.servicenow import TableClient, TableResponse
+from servicenow_worker.servicenow import TableClient, TableResponse, stored_value
 
 log = structlog.get_logger(__name__)
 
@@ -35,7 +33,7 @@ async def create_once(
     records = found.result if isinstance(found.result, list) else []
     if records:
         record = records[0]
-        if _field_value(record, field) != key:
+        if stored_value(record, field) != key:
             raise InputError(
                 "idempotencyField",
                 f"names {field}, which table {request.table} does not have (ServiceNow ignored "
@@ -47,7 +45,7 @@ async def create_once(
         )
     payload = {**(request.payload or {}), field: key}
     created = await client.send(request.model_copy(update={"payload": payload}), deadline=deadline)
-    if isinstance(created.result, dict) and _field_value(created.result, field) != key:
+    if isinstance(created.result, dict) and stored_value(created.result, field) != key:
         log.warning(
             "idempotency_field_not_stored",
             idempotency_field=field,
@@ -71,9 +69,3 @@ def _lookup(request: RecordRequest, field: str, key: str) -> RecordRequest:
             "payload": None,
         }
     )
-
-
-def _field_value(record: dict[str, Any], field: str) -> Any:
-    value = record.get(field)
-    # With displayValue=all every field is {"display_value": …, "value": …}.
-    return value.get("value") if isinstance(value, dict) else value

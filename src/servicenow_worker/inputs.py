@@ -40,11 +40,13 @@ class Operation(StrEnum):
     READ = "read"
     UPDATE = "update"
     DELETE = "delete"
+    CHANGES = "changes"
 
 
 ALL_OPERATIONS: Final = frozenset(Operation)
 OPERATION_VALUES: Final = frozenset(op.value for op in Operation)
 WRITE_OPERATIONS: Final = frozenset({Operation.CREATE, Operation.UPDATE})
+LIST_OPERATIONS: Final = frozenset({Operation.READ, Operation.CHANGES})
 
 # Input name -> the operations that use it (others ignore it), and those that require it.
 USED_BY: Final[Mapping[str, frozenset[Operation]]] = {
@@ -53,11 +55,13 @@ USED_BY: Final[Mapping[str, frozenset[Operation]]] = {
     "operation": ALL_OPERATIONS,
     "table": ALL_OPERATIONS,
     "payload": WRITE_OPERATIONS,
-    "query": frozenset({Operation.READ}),
+    "query": LIST_OPERATIONS,
     "sysId": frozenset({Operation.READ, Operation.UPDATE, Operation.DELETE}),
     "fields": ALL_OPERATIONS - {Operation.DELETE},
-    "limit": frozenset({Operation.READ}),
+    "limit": LIST_OPERATIONS,
     "offset": frozenset({Operation.READ}),
+    "cursor": frozenset({Operation.CHANGES}),
+    "since": frozenset({Operation.CHANGES}),
     "displayValue": ALL_OPERATIONS - {Operation.DELETE},
     "excludeReferenceLink": ALL_OPERATIONS - {Operation.DELETE},
 }

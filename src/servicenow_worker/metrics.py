@@ -12,6 +12,7 @@ serves the process-wide default registry: process CPU, memory and file descripto
 and stamina's `stamina_retries_total` (in-process ServiceNow retries, see docs/operations.md).
 """
 
+import re
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from types import TracebackType
@@ -30,7 +31,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from servicenow_worker import __version__
+from servicenow_worker import __version__, errors
 from servicenow_worker.inputs import Operation, resolve_operation
 from servicenow_worker.outcome import Complete, Fail, Outcome, ThrowError
 
@@ -44,6 +45,18 @@ REQUEST_BUCKETS: Final = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 WAIT_BUCKETS: Final = (0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 THROTTLE_STATUSES: Final = ("429", "503")
 NOT_REPORTED_REASONS: Final = ("job_gone", "gateway_unavailable")
+# Error codes whose series exist from the start (alerts use them); others appear when first seen.
+ERROR_CODES: Final = (
+    errors.INVALID_INPUT,
+    errors.TIMEOUT,
+    errors.CONNECTION_ERROR,
+    errors.INVALID_RESPONSE,
+    errors.RESULT_TOO_LARGE,
+    errors.AUTH_FAILED,
+    "429",
+)
+# A label value: one of the worker's own codes or an HTTP status; never free text.
+ERROR_CODE_LABEL: Final = re.compile(r"[A-Z][A-Z_]{0,39}|[1-5][0-9][0-9]")
 
 # No `*_created` series: they double the page and nobody alerts on them.
 disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -116,6 +129,16 @@ class WorkerMetrics:
         self._not_reported = {
             reason: not_reported.labels(reason=reason) for reason in NOT_REPORTED_REASONS
         }
+        self._job_errors = Counter(
+            "servicenow_worker_job_errors",
+            "Jobs whose operation ended in an error, by the code errorExpression sees as "
+            "error.code (docs/contract.md §6): the worker's own (RESULT_TOO_LARGE, TIMEOUT, ...) "
+            "or ServiceNow's HTTP status; counted whatever errorExpression then decided.",
+            ["code"],
+            registry=registry,
+        )
+        for code in ERROR_CODES:
+            self._job_errors.labels(code=code)
         request_seconds = Histogram(
             "servicenow_worker_servicenow_request_duration_seconds",
             "Duration of each HTTP request to ServiceNow (every in-process retry is a request), "
@@ -198,6 +221,9 @@ class WorkerMetrics:
         self, headers: Mapping[str, Any], variables: Mapping[str, Any], result: Outcome
     ) -> None:
         self._finished[operation_label(headers, variables), outcome_label(result)].inc()
+        if result.error_code is not None:
+            code = result.error_code if ERROR_CODE_LABEL.fullmatch(result.error_code) else "other"
+            self._job_errors.labels(code=code).inc()
 
     def job_handed_back(self, headers: Mapping[str, Any], variables: Mapping[str, Any]) -> None:
         self._finished[operation_label(headers, variables), "handed_back"].inc()

@@ -26,6 +26,9 @@ class Complete:
     """CompleteJob with these variables."""
 
     variables: dict[str, Any] = field(default_factory=dict)
+    # The code of the worker error that led here (errors.py), whatever errorExpression made of it,
+    # for the servicenow_worker_job_errors metric; None after a success. Zeebe is not told it.
+    error_code: str | None = field(default=None, compare=False, kw_only=True)
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,7 @@ class Fail:
     retries: int
     backoff: timedelta = timedelta(0)
     variables: dict[str, Any] = field(default_factory=dict)
+    error_code: str | None = field(default=None, compare=False, kw_only=True)
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,7 @@ class ThrowError:
     code: str
     message: str
     variables: dict[str, Any] = field(default_factory=dict)
+    error_code: str | None = field(default=None, compare=False, kw_only=True)
 
 
 Outcome = Complete | Fail | ThrowError
@@ -129,7 +134,7 @@ def for_error(
     unless errorExpression decides otherwise."""
     default = _default_failure(error, job_retries, options, retry_after_cap)
     if options is None or not options.error_expression:
-        return default
+        return replace(default, error_code=error.code)
     scope = {
         "error": {
             "code": error.code,
@@ -139,7 +144,8 @@ def for_error(
         },
         "job": {"retries": job_retries},
     }
-    return _error_expression_outcome(options.error_expression, scope, default)
+    decided = _error_expression_outcome(options.error_expression, scope, default)
+    return replace(decided, error_code=error.code)
 
 
 def _default_failure(

@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Final
 from urllib.parse import quote, urlencode
 
@@ -27,7 +28,7 @@ from servicenow_worker.errors import (
     ServiceNowThrottled,
     ServiceNowUnavailable,
 )
-from servicenow_worker.flow_control import FlowControl, FlowSettings, parse_retry_after
+from servicenow_worker.flow_control import FlowControl, FlowSettings, http_date, parse_retry_after
 from servicenow_worker.inputs import Operation, RecordRequest
 
 log = structlog.get_logger(__name__)
@@ -60,6 +61,8 @@ class TableResponse:
     deduplicated: bool = False
     # Size of the body ServiceNow sent: a cheap bound on the size of the variables it becomes.
     body_bytes: int = 0
+    # ServiceNow's own clock when it answered (its `Date` header), None when it sent none.
+    server_time: datetime | None = None
 
     def as_variable(self) -> dict[str, Any]:
         variable: dict[str, Any] = {"status": self.status, "result": self.result}
@@ -172,6 +175,13 @@ class TableClient:
         return _table_response(request, response)
 
 
+def stored_value(record: dict[str, Any], field: str) -> Any:
+    """A field's stored value in a record as ServiceNow returned it: with displayValue=all every
+    field is {"display_value": …, "value": …}."""
+    value = record.get(field)
+    return value.get("value") if isinstance(value, dict) else value
+
+
 def _encoded_payload(request: RecordRequest) -> bytes | None:
     """The JSON body of a create or update, refused before sending when ServiceNow would refuse it."""
     if request.operation not in {Operation.CREATE, Operation.UPDATE}:
@@ -258,6 +268,7 @@ def _table_response(request: RecordRequest, response: httpx.Response) -> TableRe
         total_count=total_count,
         has_more=_has_more(request, response, total_count),
         body_bytes=len(response.content),
+        server_time=http_date(response.headers.get("Date")),
     )
 
 

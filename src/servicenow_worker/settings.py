@@ -87,6 +87,9 @@ class Settings(BaseSettings):
     servicenow_client_key: Path | None = None
     servicenow_client_key_password: SecretStr | None = None
     servicenow_ca_bundle: Path | None = None
+    # changes (docs/contract.md §10): seconds by ServiceNow's clock a change must be old before a
+    # feed hands it out; a transaction that commits later than this after its stamp can be missed.
+    servicenow_changes_settle: int = Field(default=10, ge=0, le=3600)
 
     # Secrets (docs/contract.md §5).
     secrets_env_prefix: str = Field(default="SECRET_", min_length=1)

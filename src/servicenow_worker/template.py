@@ -55,7 +55,7 @@ SCHEMA_URL: Final = (
 )
 TEMPLATE_ID: Final = "servicenow-worker.ServiceNow.v1"
 # Bump on every change of the generated template, so the Modeler offers the upgrade.
-TEMPLATE_VERSION: Final = 1
+TEMPLATE_VERSION: Final = 2
 TEMPLATE_PATH: Final = Path("element-templates/servicenow-connector.json")
 DOCUMENTATION_URL: Final = (
     "https://github.com/servicenow-worker/servicenow-worker#use-it-in-camunda-modeler"
@@ -167,6 +167,7 @@ INPUT_LOOKS: Final[Mapping[str, Look]] = {
             Operation.READ: "Read records (one by Sys ID, or a list by query)",
             Operation.UPDATE: "Update a record",
             Operation.DELETE: "Delete a record",
+            Operation.CHANGES: "Changes since the last call (a feed with a cursor)",
         },
     ),
     "table": Look(
@@ -215,17 +216,40 @@ INPUT_LOOKS: Final[Mapping[str, Look]] = {
             "An encoded query, sent as written (spaces kept): "
             "<code>active=true^priority=1^ORDERBYDESCsys_created_on</code>. "
             "Empty lists every record the user may read, a page at a time. "
-            "Leave it empty when you give a Sys ID."
+            "Leave it empty when you give a Sys ID. For changes, an extra condition "
+            "(<code>priority=1</code>) without ORDERBY."
         ),
         feel="optional",
         placeholder="active=true^priority=1",
+    ),
+    "cursor": Look(
+        label="Cursor",
+        group="query",
+        description=(
+            "Where the feed stands: the <code>cursor</code> of the previous changes result, "
+            "passed on unchanged: <code>=cursor</code>. Empty on the first call, which then "
+            "starts at Since, or from now."
+        ),
+        feel="optional",
+        placeholder="=cursor",
+    ),
+    "since": Look(
+        label="Since",
+        group="query",
+        description=(
+            "Without a cursor: hand out the changes after this instant, "
+            "<code>2026-01-31T08:00:00Z</code> (UTC unless an offset is given). "
+            "Empty with no cursor: start from now."
+        ),
+        feel="optional",
+        placeholder="2026-01-31T08:00:00Z",
     ),
     "limit": Look(
         label="Page size",
         group="query",
         description=(
-            f"Records per read, {DEFAULT_LIMIT} when empty. The worker allows 1 to 1000 unless "
-            "its operator changed SERVICENOW_MAX_LIMIT."
+            f"Records per read or per changes call, {DEFAULT_LIMIT} when empty. The worker "
+            "allows 1 to 1000 unless its operator changed SERVICENOW_MAX_LIMIT."
         ),
         placeholder=str(DEFAULT_LIMIT),
         pattern_message="must be a whole number from 1 to {ceiling}.",

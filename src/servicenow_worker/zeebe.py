@@ -24,6 +24,7 @@ from pyzeebe.errors import (
 )
 from pyzeebe.grpc_internals.zeebe_adapter import ZeebeAdapter
 
+from servicenow_worker import tracing
 from servicenow_worker.handler import JobHandler, JobView
 from servicenow_worker.inputs import INPUT_NAMES
 from servicenow_worker.metrics import WorkerMetrics
@@ -182,37 +183,41 @@ class JobPump:
 
     async def _execute(self, job: Job) -> None:
         _bind_job_to_log(job)
-        try:
-            result = await self._handler.handle(
-                JobView(
-                    key=job.key,
-                    retries=job.retries,
-                    deadline_ms=job.deadline,
-                    process_instance_key=job.process_instance_key,
-                    element_instance_key=job.element_instance_key,
-                    headers=job.custom_headers,
-                    variables=job.variables,
+        with tracing.job(job) as span:
+            try:
+                result = await self._handler.handle(
+                    JobView(
+                        key=job.key,
+                        retries=job.retries,
+                        deadline_ms=job.deadline,
+                        process_instance_key=job.process_instance_key,
+                        element_instance_key=job.element_instance_key,
+                        headers=job.custom_headers,
+                        variables=job.variables,
+                    )
                 )
-            )
-        except Exception as error:
-            # A bug of ours: the message names only the exception type, never its (maybe
-            # secret-bearing) text; the traceback goes to the log, which redacts.
-            log.exception("job_crashed")
-            result = Fail(
-                f"the worker failed unexpectedly ({type(error).__name__}); see the worker's log",
-                retries=max(job.retries - 1, 0),
-            )
-        self.metrics.job_finished(job.custom_headers, job.variables, result)
-        await self._report(job, result)
+            except Exception as error:
+                # A bug of ours: the message names only the exception type, never its (maybe
+                # secret-bearing) text; the traceback goes to the log, which redacts.
+                log.exception("job_crashed")
+                result = Fail(
+                    f"the worker failed unexpectedly ({type(error).__name__}); see the worker's log",
+                    retries=max(job.retries - 1, 0),
+                )
+            self.metrics.job_finished(job.custom_headers, job.variables, result)
+            span.finished(result)
+            await self._report(job, result)
 
     async def _hand_back(self, job: Job) -> None:
         _bind_job_to_log(job)
-        self.metrics.job_handed_back(job.custom_headers, job.variables)
-        # Activated after the stop began: return it untouched instead of letting it time out.
-        await self._report(
-            job,
-            Fail("the worker is shutting down; job handed back", retries=job.retries),
-        )
+        with tracing.job(job) as span:
+            self.metrics.job_handed_back(job.custom_headers, job.variables)
+            span.finished(None)
+            # Activated after the stop began: return it untouched instead of letting it time out.
+            await self._report(
+                job,
+                Fail("the worker is shutting down; job handed back", retries=job.retries),
+            )
 
     async def _report(self, job: Job, result: Outcome) -> None:
         """Send the outcome, retrying gateway errors until the job's own deadline."""

@@ -3,6 +3,7 @@
 which connects and takes a job, and stop it, draining the call in flight."""
 
 import asyncio
+import json
 import re
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 
 from servicenow_emulators.table_api import Fault, ServiceNowEmulator
 from servicenow_emulators.zeebe_gateway import ZeebeGatewayEmulator
+from servicenow_worker import __version__
 
 from ..e2e.conftest import JOB_TYPE, PASSWORD, USER, job_variables
 from ..e2e.worker_process import WorkerProcess
@@ -41,8 +43,8 @@ async def test_the_readme_docker_commands(
     docker: Docker, gateway: ZeebeGatewayEmulator, servicenow: ServiceNowEmulator
 ) -> None:
     exported, (build, run, stop) = docker_section()
-    assert (build.split()[:2], run.split()[:2], stop.split()[:2]) == (
-        ["docker", "build"], ["docker", "run"], ["docker", "stop"],
+    assert (build.split()[:1], run.split()[:2], stop.split()[:2]) == (
+        ["scripts/build-image"], ["docker", "run"], ["docker", "stop"],
     )  # fmt: skip
     values = {
         "ZEEBE_ADDRESS": gateway.address,
@@ -56,6 +58,11 @@ async def test_the_readme_docker_commands(
     assert stop.split()[-1] == name
 
     await shell(build, env)
+    # scripts/build-image labels the image with pyproject.toml's version and the commit.
+    tag = build.split("-t ", 1)[1].split()[0]
+    labels = docker.run("image", "inspect", "--format", "{{json .Config.Labels}}", tag)
+    assert labels.returncode == 0, labels.stderr
+    assert json.loads(labels.stdout)["org.opencontainers.image.version"] == __version__
     worker = await WorkerProcess("bash", "-c", run, **env).start()
     try:
         await worker.wait_for_event("worker_started", timeout=60)

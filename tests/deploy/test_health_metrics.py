@@ -11,6 +11,7 @@ from servicenow_emulators.table_api import Fault, ServiceNowEmulator
 from servicenow_emulators.zeebe_gateway import ZeebeGatewayEmulator
 from servicenow_worker.app import open_worker, start_health_server
 from servicenow_worker.health import HealthServer, probe
+from servicenow_worker.inputs import Operation
 from servicenow_worker.metrics import WorkerMetrics, operation_label
 from servicenow_worker.zeebe import JobPump
 
@@ -99,6 +100,7 @@ async def test_metrics_move_by_the_jobs_the_worker_did(
     changed = delta(before, after)
     finished = "servicenow_worker_jobs_finished_total"
     requests = "servicenow_worker_servicenow_request_duration_seconds_count"
+    errors = "servicenow_worker_job_errors_total"
     expected = {
         ("servicenow_worker_jobs_activated_total", frozenset()): 5,
         (finished, frozenset({("operation", "create"), ("outcome", "completed")})): 1,
@@ -124,6 +126,10 @@ async def test_metrics_move_by_the_jobs_the_worker_did(
             "servicenow_worker_servicenow_wait_seconds_count",
             frozenset({("destination", servicenow.base_url)}),
         ): 5,
+        # The code errorExpression would see: ServiceNow's status, or the worker's own.
+        (errors, frozenset({("code", "404")})): 1,
+        (errors, frozenset({("code", "INVALID_INPUT")})): 1,
+        (errors, frozenset({("code", "429")})): 1,
     }
     for key, moved in expected.items():
         assert changed.pop(key, 0) == moved, key
@@ -188,7 +194,7 @@ async def test_label_values_stay_bounded(
         pair for (name, pairs) in samples if name.startswith("servicenow_worker_") for pair in pairs
     }
     assert {value for name, value in labels if name == "operation"} <= {
-        "create", "read", "update", "delete", "unknown"
+        *(operation.value for operation in Operation), "unknown"
     }  # fmt: skip
     assert not any(name == "table" or "x_custom" in value for name, value in labels)
     assert (

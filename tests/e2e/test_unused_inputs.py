@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from servicenow_emulators.table_api import RecordedRequest, ServiceNowEmulator
+from servicenow_worker import change_cursor
 from servicenow_worker.inputs import USED_BY
 
 from .conftest import RunJob, job_variables
@@ -28,6 +29,10 @@ LEFTOVER_VARIABLES: dict[str, Any] = {
     "offset": 7,
     "displayValue": "all",
     "excludeReferenceLink": "true",
+    "cursor": change_cursor.encode(
+        change_cursor.Position("2026-01-31 08:00:00"), "incident", "active=false"
+    ),
+    "since": "2026-01-31T08:00:00Z",
 }
 # As task headers: values no operation accepts (an operation that read them would fail with an
 # input error), and a query, which any text is.
@@ -40,6 +45,8 @@ INVALID_HEADERS: dict[str, Any] = {
     "offset": "-1",
     "displayValue": "maybe",
     "excludeReferenceLink": "perhaps",
+    "cursor": "not a cursor",
+    "since": "yesterday",
 }
 
 OwnInputs = Callable[[ServiceNowEmulator], dict[str, Any]]
@@ -64,11 +71,18 @@ def _delete(servicenow: ServiceNowEmulator) -> dict[str, Any]:
     return {"table": "incident", "sysId": record["sys_id"]}
 
 
+def _changes(servicenow: ServiceNowEmulator) -> dict[str, Any]:
+    servicenow.insert("incident", {"short_description": "changed"})
+    position = change_cursor.Position("2026-01-01 00:00:00")
+    return {"table": "incident", "cursor": change_cursor.encode(position, "incident", None)}
+
+
 OPERATIONS: dict[str, OwnInputs] = {
     "create": _create,
     "read": _read,
     "update": _update,
     "delete": _delete,
+    "changes": _changes,
 }
 
 

@@ -110,3 +110,35 @@ def test_masked_message() -> None:
     assert outcome.masked(failed, ResolvedSecrets({"hunter2"})) == outcome.Fail(
         "login *** refused", retries=0
     )
+
+
+class TestErrorCode:
+    """Each outcome of an error keeps the error's code for the servicenow_worker_job_errors metric,
+    whatever errorExpression made of the error."""
+
+    def test_the_default_failure_keeps_the_code(self) -> None:
+        assert fail_for(ResultTooLarge("too large")).error_code == "RESULT_TOO_LARGE"
+        assert fail_for(ServiceNowRejected(404, "no", variables={})).error_code == "404"
+
+    @pytest.mark.parametrize(
+        ("expression", "kind"),
+        [
+            ('=bpmnError("BIG", "too big")', outcome.ThrowError),
+            ("=ignoreError()", outcome.Complete),
+            ('=jobError("later", {}, 2)', outcome.Fail),
+        ],
+    )
+    def test_what_error_expression_decided_keeps_the_code(
+        self, expression: str, kind: type[outcome.Outcome]
+    ) -> None:
+        options = parse_output_options({"errorExpression": expression})
+        result = outcome.for_error(
+            ResultTooLarge("too large"), job_retries=3, options=options, retry_after_cap=3600
+        )
+        assert isinstance(result, kind)
+        assert result.error_code == "RESULT_TOO_LARGE"
+
+    def test_a_success_has_no_code(self) -> None:
+        response = TableResponse(status=200, result={"number": "INC1"})
+        result = outcome.for_response(response, OPTIONS, max_bytes=10_000, job_retries=3)
+        assert result.error_code is None

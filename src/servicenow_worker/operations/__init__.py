@@ -16,7 +16,7 @@ from servicenow_worker.inputs import (
     unknown_operation,
     validated,
 )
-from servicenow_worker.operations import table
+from servicenow_worker.operations import changes, table
 from servicenow_worker.operations.family import Answer, JobContext, OperationFamily
 
 __all__ = ["OPERATIONS", "Answer", "JobContext", "OperationFamily", "parse_inputs"]
@@ -26,6 +26,7 @@ OPERATIONS: Final[Mapping[Operation, OperationFamily[Any]]] = {
     Operation.READ: table.TABLE,
     Operation.UPDATE: table.TABLE,
     Operation.DELETE: table.TABLE,
+    Operation.CHANGES: changes.CHANGES,
 }
 
 

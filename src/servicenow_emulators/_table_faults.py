@@ -7,8 +7,8 @@ hibernating developer instance, a 200 whose JSON is cut off (with or without the
 `"error"` object ServiceNow appends when a transaction is cancelled mid-stream), and
 connections that drop before, during or after the request was processed.
 
-A fault matches on method, table and path (None matches anything) and fires `times` times
-(None: until removed). Faults are consulted in the order they were injected.
+A fault matches on method, table, path and query parameters (None matches anything) and fires
+`times` times (None: until removed). Faults are consulted in the order they were injected.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ class FaultMatch(TypedDict, total=False):
     method: str | None
     table: str | None
     path: str | None
+    query: Mapping[str, str] | None
     times: int | None
 
 
@@ -71,16 +72,19 @@ portal to wake it up.</p>
 class Fault:
     """One programmed fault. Build it with a class method, e.g. `Fault.rate_limited(30)`.
 
-    Matching: `method` (case-insensitive), `table` and `path` (the exact request path, e.g.
-    `/api/now/table/incident`) narrow the requests it hits; None matches any. `times` is how
-    many matching requests it hits (None: all of them until `clear_faults`). `hits` counts the
-    requests it has hit so far.
+    Matching: `method` (case-insensitive), `table`, `path` (the exact request path, e.g.
+    `/api/now/table/incident`) and `query` (parameters the request carries with these values,
+    e.g. `{"sysparm_offset": "10"}` for one page) narrow the requests it hits; None matches
+    any. `times` is how many matching requests it hits (None: all of them until
+    `clear_faults`). `hits` counts the requests it has hit so far.
     """
 
     kind: FaultKind
     method: str | None = None
     table: str | None = None
     path: str | None = None
+    # query parameters the request must carry with these values (e.g. one page's offset)
+    query: Mapping[str, str] | None = None
     times: int | None = 1
     status: int = 200
     message: str = ""
@@ -104,12 +108,15 @@ class Fault:
         """Whether the fault has hit all the requests it was meant to."""
         return self.times is not None and self.hits >= self.times
 
-    def matches(self, method: str, table: str | None, path: str) -> bool:
-        """Whether a request with this method, table and path is hit by the fault."""
+    def matches(
+        self, method: str, table: str | None, path: str, query: Mapping[str, str] | None = None
+    ) -> bool:
+        """Whether a request with this method, table, path and query is hit by the fault."""
         return (
             (self.method is None or self.method == method)
             and (self.table is None or self.table == table)
             and (self.path is None or self.path == path)
+            and all((query or {}).get(k) == v for k, v in (self.query or {}).items())
         )
 
     # -- constructors ---------------------------------------------------------------------

@@ -229,6 +229,7 @@ def _task_fields(state: Field) -> list[Field]:
         _ref("assigned_to", "sys_user"),
         _ref("assignment_group", "sys_user_group"),
         _ref("cmdb_ci", "cmdb_ci"),
+        Field("reassignment_count", FieldType.INTEGER, default="0"),
         Field("correlation_id"),
         Field("correlation_display"),
         Field("close_notes"),

@@ -5,7 +5,10 @@ REST API reference documents it, and as seen on real instances): the JSON envelo
 bodies, basic authentication, OAuth 2.0 (`/oauth_token.do`, bearer tokens, see `oauth`), API keys
 (`x-sn-apikey`), optionally over TLS with client certificates (`ssl_context`), string-typed
 records with `number` and `sys_*` fields, encoded
-queries, pagination headers, display values and reference links. Tests program faults
+queries, pagination headers, display values and reference links; rows hidden by ACLs after the
+page limit (`hidden_sys_ids`: short pages in the middle, X-Total-Count still counting them); the
+Aggregate API (`/api/now[/v1]/stats/{table}`, `_aggregate.py`) and the Batch API
+(`/api/now/v1/batch`, `_batch.py`, its limits and knobs under `batch`). Tests program faults
 (`Fault`), inspect every request (`RecordedRequest`) and the stored records, and wait for
 requests without sleeping.
 
@@ -46,7 +49,10 @@ from urllib.parse import quote
 
 from aiohttp import web
 
+from ._aggregate import stats
+from ._batch import BatchApi
 from ._capacity import Capacity, RateLimitRule, Throttling
+from ._rest import ApiError
 from ._table_clock import InstanceClock, parse_stamp, stamp_of
 from ._table_faults import (
     HIBERNATION_PAGE,
@@ -261,6 +267,7 @@ class _Call:
     user: str
     body: Any
     body_invalid: bool
+    api: str = "table"  # or "stats": the Aggregate API
 
 
 class ServiceNowEmulator:
@@ -313,6 +320,10 @@ class ServiceNowEmulator:
         # sys_ids that are counted in X-Total-Count and take a slot of the page but are never
         # returned: rows a real instance removes by ACL after applying sysparm_limit.
         self.hidden_sys_ids: set[str] = set()
+        # The Aggregate API answers 403 when any row of the table is hidden (as ServiceNow does
+        # from Washington DC on); by default it counts hidden rows, as GlideAggregate does.
+        self.aggregate_needs_every_row = False
+        self.batch = BatchApi(_error)
         # Seconds east of UTC in which a date-time literal of a query is read (0: as UTC, what
         # ServiceNow documents for a plain literal); lets tests play an instance that differs.
         self.date_literal_offset = 0
@@ -335,6 +346,8 @@ class ServiceNowEmulator:
         for prefix in ("/api/now", "/api/now/{version:v1|v2}"):
             self.app.router.add_route("*", prefix + "/table/{table}", _unreachable)
             self.app.router.add_route("*", prefix + "/table/{table}/{sys_id}", _unreachable)
+            self.app.router.add_route("*", prefix + "/{api:stats}/{table}", _unreachable)
+        self.app.router.add_post("/api/now/v1/batch", self._batch)
         self.app.router.add_post(TOKEN_PATH, self.oauth.token_endpoint)
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -546,9 +559,11 @@ class ServiceNowEmulator:
         """Forget every queued fault."""
         self.faults.clear()
 
-    def _take_fault(self, method: str, table: str | None, path: str) -> Fault | None:
+    def _take_fault(
+        self, method: str, table: str | None, path: str, query: Mapping[str, str]
+    ) -> Fault | None:
         for fault in self.faults:
-            if not fault.exhausted and fault.matches(method, table, path):
+            if not fault.exhausted and fault.matches(method, table, path, query):
                 fault.hits += 1
                 if fault.exhausted:
                     self.faults.remove(fault)
@@ -649,7 +664,7 @@ class ServiceNowEmulator:
         refusal = self.throttling.refusal(request, auth.user)
         if self.latency > 0 and refusal is None:
             await asyncio.sleep(self.latency)
-        fault = refusal or self._take_fault(method, table, request.path)
+        fault = refusal or self._take_fault(method, table, request.path, request.query)
         if fault is not None:
             recorded.fault = fault.kind
 
@@ -661,15 +676,6 @@ class ServiceNowEmulator:
                     "Required to provide Auth information",
                     {"WWW-Authenticate": f'{auth.challenge or "BASIC"} realm="Service-now"'},
                 )
-            if table is None:
-                routing_error = match_info.http_exception
-                if routing_error is None:
-                    return await handler(request)  # a route added to `app`, e.g. OAuth
-                if routing_error.status == 405:
-                    return _error(
-                        405, "Method not Supported", f"{method} method not supported for API"
-                    )
-                return _error(400, "Requested URI does not represent any resource", None)
             if oversize is not None:
                 return _error(
                     400,
@@ -677,10 +683,27 @@ class ServiceNowEmulator:
                     f"Rejected large REST payload with content-length = {oversize} bytes. "
                     f"Max allowed: {self.max_body_bytes} bytes.",
                 )
+            if table is None:
+                routing_error = match_info.http_exception
+                if routing_error is None:
+                    return await handler(request)  # a route added to `app`, e.g. OAuth, batch
+                if routing_error.status == 405:
+                    return _error(
+                        405, "Method not Supported", f"{method} method not supported for API"
+                    )
+                return _error(400, "Requested URI does not represent any resource", None)
             call = _Call(
-                request, method, table, sys_id, version, auth.user or "", body, body_invalid
+                request,
+                method,
+                table,
+                sys_id,
+                version,
+                auth.user or "",
+                body,
+                body_invalid,
+                match_info.get("api", "table"),
             )
-            return self._table(call)
+            return self._answer_call(call)
 
         try:
             response = await self._apply_fault(request, fault, answer)
@@ -709,12 +732,7 @@ class ServiceNowEmulator:
             raw = await request.read()
         except web.HTTPRequestEntityTooLarge:
             return None, False, length if length is not None else self.max_body_bytes + 1
-        if not raw:
-            return None, False, None
-        try:
-            return json.loads(raw), False, None
-        except ValueError:
-            return None, True, None
+        return (*_parse_json(raw), None)
 
     def _authenticate(self, request: web.Request) -> AuthResult:
         challenge: str | None = None
@@ -804,6 +822,61 @@ class ServiceNowEmulator:
         else:
             transport.close()
 
+    # -- the Aggregate and Batch APIs (_aggregate.py, _batch.py) ------------------------------
+
+    def _answer_call(self, call: _Call) -> web.Response:
+        return self._stats(call) if call.api == "stats" else self._table(call)
+
+    def _stats(self, call: _Call) -> web.Response:
+        if call.method not in ("GET", "HEAD"):
+            return _error(
+                405, "Method not Supported", f"{call.method} method not supported for API"
+            )
+        if call.table not in self._store.schemas:
+            return _error(400, f"Invalid table {call.table}", None)
+        rows = self._rows(call)
+        if isinstance(rows, web.Response):
+            return rows
+        try:
+            answer = stats(
+                self._store,
+                call.table,
+                call.request.query,
+                rows=rows,
+                hidden=self.hidden_sys_ids,
+                strict_acl=self.aggregate_needs_every_row,
+            )
+        except ApiError as error:
+            return _error(error.status, error.message, error.detail)
+        return _json(200, answer)
+
+    async def _batch(self, request: web.Request) -> web.Response:
+        user = self._authenticate(request).user or ""
+        try:
+            return _json(200, await self.batch.run(request, user, self._dispatch))
+        except ApiError as error:
+            return _error(error.status, error.message, error.detail)
+
+    async def _dispatch(self, request: web.Request, user: str, raw: bytes) -> web.Response:
+        """Answer a request the Batch API carries as if it had come alone (Table, Aggregate)."""
+        match_info = await self.app.router.resolve(request)
+        table = match_info.get("table")
+        if match_info.http_exception is not None or table is None:
+            return _error(400, "Requested URI does not represent any resource", None)
+        body, body_invalid = _parse_json(raw)
+        call = _Call(
+            request,
+            request.method,
+            table,
+            match_info.get("sys_id"),
+            match_info.get("version"),
+            user,
+            body,
+            body_invalid,
+            match_info.get("api", "table"),
+        )
+        return self._answer_call(call)
+
     # -- the Table API ----------------------------------------------------------------------
 
     def _table(self, call: _Call) -> web.Response:
@@ -842,9 +915,9 @@ class ServiceNowEmulator:
             return None
         return self._store.rows[table].get(sys_id)
 
-    def _list(self, call: _Call) -> web.Response:
-        params = call.request.query
-        query = params.get("sysparm_query")
+    def _rows(self, call: _Call) -> list[Record] | web.Response:
+        """The rows `sysparm_query` (or name=value pairs) selects, hidden ones included."""
+        query = call.request.query.get("sysparm_query")
         if not query:
             query = self._pairs_query(call)
         elif self.date_literal_offset:
@@ -852,16 +925,21 @@ class ServiceNowEmulator:
                 lambda m: stamp_of(parse_stamp(m[0]) - self.date_literal_offset), query
             )
         if not query:
-            rows = list(self._store.rows[call.table].values())
-        else:
-            compiled = self._store.compiled(call.table, query, self.invalid_query)
-            if compiled.forbidden:
-                return _error(
-                    403,
-                    "Insufficient rights to query records",
-                    "Field(s) present in the query do not have permission to be read",
-                )
-            rows = self._store.select(call.table, compiled)
+            return list(self._store.rows[call.table].values())
+        compiled = self._store.compiled(call.table, query, self.invalid_query)
+        if compiled.forbidden:
+            return _error(
+                403,
+                "Insufficient rights to query records",
+                "Field(s) present in the query do not have permission to be read",
+            )
+        return self._store.select(call.table, compiled)
+
+    def _list(self, call: _Call) -> web.Response:
+        params = call.request.query
+        rows = self._rows(call)
+        if isinstance(rows, web.Response):
+            return rows
         total = len(rows)
         limit = _int_param(params.get("sysparm_limit"), DEFAULT_LIMIT)
         if limit <= 0:
@@ -973,6 +1051,16 @@ def _fault_error(fault: Fault) -> web.Response:
 async def _unreachable(request: web.Request) -> web.StreamResponse:
     """Table routes are answered by the pipeline middleware; this exists for the router."""
     raise web.HTTPNotFound
+
+
+def _parse_json(raw: bytes) -> tuple[Any, bool]:
+    """(the parsed JSON body or None when empty, whether it was not JSON)."""
+    if not raw:
+        return None, False
+    try:
+        return json.loads(raw), False
+    except ValueError:
+        return None, True
 
 
 def _int_param(text: str | None, default: int) -> int:

@@ -128,6 +128,8 @@ def build_handler(
             url_template=settings.servicenow_url_template,
             allowed_hosts=settings.servicenow_allowed_hosts,
             max_limit=settings.servicenow_max_limit,
+            max_records=settings.servicenow_max_records,
+            max_batch=settings.servicenow_max_batch,
         ),
         secrets=SecretStore(
             environment=settings.secrets_from_environment() if secrets is None else secrets,

@@ -26,7 +26,8 @@ No real Camunda or ServiceNow is contacted. See the README to point the worker a
 
 
 async def run_demo() -> int:
-    """Run a create → read → update → delete round trip and two failures; the exit code."""
+    """Run a create → read → update → delete round trip with a batch, an aggregate and a read of
+    every page on the way, and two failures; the exit code."""
     configure("INFO", "console")
     async with (
         ServiceNowEmulator(users={DEMO_USER: DEMO_PASSWORD}) as servicenow,
@@ -66,6 +67,49 @@ async def _scenario(gateway: ZeebeGatewayEmulator) -> None:
             "query": "active=true^ORDERBYDESCsys_created_on",
             "limit": 5,
             "fields": "number,short_description,urgency",
+        },
+    )
+    await _job(
+        gateway,
+        "Create three incidents in one request (batch: ServiceNow's Batch API)",
+        {
+            "operation": "batch",
+            "requests": [
+                {
+                    "operation": "create",
+                    "table": "incident",
+                    "payload": {"short_description": short, "impact": impact, "urgency": impact},
+                    "fields": "number,priority",
+                }
+                for short, impact in (
+                    ("Core switch down", "1"),
+                    ("VPN drops every hour", "2"),
+                    ("Core router flapping", "1"),
+                )
+            ],
+        },
+    )
+    await _job(
+        gateway,
+        "Count open incidents by priority (aggregate: ServiceNow's Aggregate API)",
+        {
+            "operation": "aggregate",
+            "table": "incident",
+            "query": "active=true",
+            "groupBy": "priority",
+            "displayValue": "true",
+        },
+    )
+    await _job(
+        gateway,
+        "Read every open incident, two per page (read with returnAll)",
+        {
+            "operation": "read",
+            "table": "incident",
+            "query": "active=true",
+            "returnAll": True,
+            "limit": 2,
+            "fields": "number,priority",
         },
     )
     await _job(

@@ -4,6 +4,7 @@
     ├── InputError                   the job's inputs are wrong: fail with retries 0, nothing sent
     ├── ExpressionFailed             resultExpression failed: retries 0
     ├── ResultTooLarge               the answer would not fit into Zeebe's variables: retries 0
+    ├── TooManyRecords               read with returnAll matched more than maxRecords: retries 0
     ├── ServiceNowRejected           ServiceNow answered 4xx (not 408/429): fail with retries 0
     ├── UnexpectedAnswer             ServiceNow answered, but not what the request asked for
     │                                (records outside a changes window): retries 0
@@ -26,6 +27,8 @@ CONNECTION_ERROR: Final = "CONNECTION_ERROR"
 INVALID_RESPONSE: Final = "INVALID_RESPONSE"
 RESULT_TOO_LARGE: Final = "RESULT_TOO_LARGE"
 AUTH_FAILED: Final = "AUTH_FAILED"
+TOO_MANY_RECORDS: Final = "TOO_MANY_RECORDS"
+BATCH_UNSERVICED: Final = "BATCH_UNSERVICED"
 #: The worker held the request back (flow control, docs/contract.md §12) until the job's deadline.
 THROTTLED: Final = "THROTTLED"
 
@@ -47,6 +50,7 @@ class InputError(WorkerError):
     def __init__(self, field: str, problem: str) -> None:
         super().__init__(f"{field} {problem}")
         self.field = field
+        self.problem = problem
 
 
 class ExpressionFailed(WorkerError):
@@ -57,6 +61,12 @@ class ResultTooLarge(WorkerError):
     """ServiceNow answered, but the variables would exceed what Zeebe accepts in one message."""
 
     code = RESULT_TOO_LARGE
+
+
+class TooManyRecords(WorkerError):
+    """More records match than the job may gather (`maxRecords`); nothing past that was fetched."""
+
+    code = TOO_MANY_RECORDS
 
 
 class ServiceNowRejected(WorkerError):

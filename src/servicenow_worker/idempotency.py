@@ -11,6 +11,8 @@ past its activation: WORKER_JOB_TIMEOUT is checked at start against the HTTP tim
 in-process retry starts that could end after the job's deadline.
 """
 
+from collections.abc import Sequence
+
 import structlog
 
 from servicenow_worker.errors import InputError
@@ -29,20 +31,9 @@ async def create_once(
     client: TableClient, request: RecordRequest, field: str, key: str, *, deadline: float
 ) -> TableResponse:
     """Return the record that already carries `key` in `field`, or create it with the key."""
-    found = await client.send(_lookup(request, field, key), deadline=deadline)
-    records = found.result if isinstance(found.result, list) else []
-    if records:
-        record = records[0]
-        if stored_value(record, field) != key:
-            raise InputError(
-                "idempotencyField",
-                f"names {field}, which table {request.table} does not have (ServiceNow ignored "
-                "the lookup): name a field of this table such as correlation_id",
-            )
-        log.info("create_deduplicated", idempotency_field=field)
-        return TableResponse(
-            status=200, result=record, deduplicated=True, body_bytes=found.body_bytes
-        )
+    existing = await existing_records(client, request, field, [key], deadline=deadline)
+    if key in existing:
+        return existing[key]
     payload = {**(request.payload or {}), field: key}
     created = await client.send(request.model_copy(update={"payload": payload}), deadline=deadline)
     if isinstance(created.result, dict) and stored_value(created.result, field) != key:
@@ -54,18 +45,52 @@ async def create_once(
     return created
 
 
-def _lookup(request: RecordRequest, field: str, key: str) -> RecordRequest:
+async def existing_records(
+    client: TableClient,
+    request: RecordRequest,
+    field: str,
+    keys: Sequence[str],
+    *,
+    deadline: float,
+) -> dict[str, TableResponse]:
+    """The records of `request`'s table that carry one of `keys` in `field` (one read), by key,
+    each as the answer a deduplicated create gives (status 200, `"deduplicated": true`)."""
+    found = await client.send(_lookup(request, field, keys), deadline=deadline)
+    existing: dict[str, TableResponse] = {}
+    for record in found.result if isinstance(found.result, list) else []:
+        value = stored_value(record, field)
+        if value not in keys:
+            raise InputError(
+                "idempotencyField",
+                f"names {field}, which table {request.table} does not have (ServiceNow ignored "
+                "the lookup): name a field of this table such as correlation_id",
+            )
+        existing.setdefault(
+            value,
+            TableResponse(
+                status=200, result=record, deduplicated=True, body_bytes=found.body_bytes
+            ),
+        )
+    if existing:
+        log.info("create_deduplicated", idempotency_field=field, records=len(existing))
+    return existing
+
+
+def _lookup(request: RecordRequest, field: str, keys: Sequence[str]) -> RecordRequest:
     fields = None
     if request.fields:
         fields = tuple(dict.fromkeys((*request.fields, "sys_id", field)))
+    # `=` for one key: ServiceNow (and the emulator) look it up by index
+    query = f"{field}={keys[0]}" if len(keys) == 1 else f"{field}IN{','.join(keys)}"
     return request.model_copy(
         update={
             "operation": Operation.READ,
-            "query": f"{field}={key}",
+            "query": query,
             "sys_id": None,
-            "limit": 1,
+            "limit": len(keys),
             "offset": 0,
             "fields": fields,
             "payload": None,
+            "return_all": False,
         }
     )

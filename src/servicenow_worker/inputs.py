@@ -41,33 +41,56 @@ class Operation(StrEnum):
     UPDATE = "update"
     DELETE = "delete"
     CHANGES = "changes"
+    AGGREGATE = "aggregate"
+    BATCH = "batch"
 
 
 ALL_OPERATIONS: Final = frozenset(Operation)
 OPERATION_VALUES: Final = frozenset(op.value for op in Operation)
 WRITE_OPERATIONS: Final = frozenset({Operation.CREATE, Operation.UPDATE})
 LIST_OPERATIONS: Final = frozenset({Operation.READ, Operation.CHANGES})
+# The Table API's operations: one request each, alone or inside a batch.
+TABLE_OPERATIONS: Final = frozenset(
+    {Operation.CREATE, Operation.READ, Operation.UPDATE, Operation.DELETE}
+)
+# The operations that return records, shaped by fields, displayValue, excludeReferenceLink.
+RECORD_OUTPUT_OPERATIONS: Final = TABLE_OPERATIONS - {Operation.DELETE} | {Operation.CHANGES}
+READ: Final = frozenset({Operation.READ})
+AGGREGATE: Final = frozenset({Operation.AGGREGATE})
 
 # Input name -> the operations that use it (others ignore it), and those that require it.
 USED_BY: Final[Mapping[str, frozenset[Operation]]] = {
     "instance": ALL_OPERATIONS,
     "authentication": ALL_OPERATIONS,
     "operation": ALL_OPERATIONS,
-    "table": ALL_OPERATIONS,
+    # a batch has no table of its own: each of its requests names one
+    "table": ALL_OPERATIONS - {Operation.BATCH},
     "payload": WRITE_OPERATIONS,
-    "query": LIST_OPERATIONS,
+    "query": LIST_OPERATIONS | AGGREGATE,
     "sysId": frozenset({Operation.READ, Operation.UPDATE, Operation.DELETE}),
-    "fields": ALL_OPERATIONS - {Operation.DELETE},
+    "fields": RECORD_OUTPUT_OPERATIONS,
     "limit": LIST_OPERATIONS,
-    "offset": frozenset({Operation.READ}),
+    "offset": READ,
     "cursor": frozenset({Operation.CHANGES}),
     "since": frozenset({Operation.CHANGES}),
-    "displayValue": ALL_OPERATIONS - {Operation.DELETE},
-    "excludeReferenceLink": ALL_OPERATIONS - {Operation.DELETE},
+    "displayValue": RECORD_OUTPUT_OPERATIONS | AGGREGATE,
+    "excludeReferenceLink": RECORD_OUTPUT_OPERATIONS,
+    "returnAll": READ,
+    "maxRecords": READ,
+    "groupBy": AGGREGATE,
+    "count": AGGREGATE,
+    "avgFields": AGGREGATE,
+    "sumFields": AGGREGATE,
+    "minFields": AGGREGATE,
+    "maxFields": AGGREGATE,
+    "having": AGGREGATE,
+    "orderBy": AGGREGATE,
+    "requests": frozenset({Operation.BATCH}),
 }
 REQUIRED_FOR: Final[Mapping[str, frozenset[Operation]]] = {
     "payload": WRITE_OPERATIONS,
     "sysId": frozenset({Operation.UPDATE, Operation.DELETE}),
+    "requests": frozenset({Operation.BATCH}),
 }
 INPUT_NAMES: Final = tuple(USED_BY)
 HEADER_ONLY_NAMES: Final = (
@@ -89,6 +112,10 @@ FIELD_NAME: Final = re.compile(r"[A-Za-z0-9_]+(?:\.[A-Za-z0-9_]+)*")
 FIELDS_PATTERN: Final = rf"^\s*{FIELD_NAME.pattern}(\s*,\s*{FIELD_NAME.pattern})*\s*$"
 VARIABLE_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 DEFAULT_LIMIT: Final = 100
+DEFAULT_MAX_RECORDS: Final = 1000
+# Operator ceilings (settings SERVICENOW_MAX_RECORDS, SERVICENOW_MAX_BATCH), docs/contract.md §9.
+DEFAULT_SERVICENOW_MAX_RECORDS: Final = 10_000
+DEFAULT_SERVICENOW_MAX_BATCH: Final = 200
 DEFAULT_RETRY_BACKOFF: Final = timedelta(seconds=30)
 DISPLAY_VALUES: Final = ("false", "true", "all")
 M = TypeVar("M", bound=BaseModel)
@@ -101,6 +128,8 @@ class InputRules:
     url_template: str
     allowed_hosts: tuple[str, ...]
     max_limit: int
+    max_records: int = DEFAULT_SERVICENOW_MAX_RECORDS
+    max_batch: int = DEFAULT_SERVICENOW_MAX_BATCH
 
     @property
     def needs_instance(self) -> bool:
@@ -269,6 +298,8 @@ class DestinationInputs(BaseModel):
     @field_validator("authentication", mode="before")
     @classmethod
     def _authentication_object(cls, value: Any) -> Any:
+        if isinstance(value, BaseModel):
+            return value  # validated already: the job's, for each request of its batch
         if not isinstance(value, Mapping):
             raise ValueError('must be an object such as {"type": "basic", "username": …}')
         kind = value.get("type") or "basic"
@@ -319,12 +350,18 @@ def _table_name(value: Any) -> str:
     )
 
 
+def parsed_json(value: Any) -> Any:
+    """A string holding JSON (typed into a field) as what it holds; anything else as it is."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except ValueError as error:
+        raise ValueError(f"is not valid JSON: {error.args[0]}") from None
+
+
 def _json_object(value: Any) -> Any:
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except ValueError as error:
-            raise ValueError(f"is not valid JSON: {error.args[0]}") from None
+    value = parsed_json(value)
     if not isinstance(value, dict):
         raise ValueError('must be a JSON object of record fields, e.g. {"short_description": "…"}')
     return value
@@ -363,6 +400,17 @@ def _page_size(value: Any, info: ValidationInfo) -> int:
     return limit
 
 
+def _record_count(value: Any, info: ValidationInfo) -> int:
+    rules = _rules(info)
+    count = _integer(value)
+    if count is None or not 1 <= count <= rules.max_records:
+        raise ValueError(
+            f"must be an integer from 1 to {rules.max_records} (got {value!r}; the operator's "
+            "SERVICENOW_MAX_RECORDS is the ceiling)"
+        )
+    return count
+
+
 def _not_negative(value: Any) -> int:
     number = _integer(value)
     if number is None or number < 0:
@@ -392,6 +440,7 @@ EncodedQuery = Annotated[str, BeforeValidator(_query_text)]
 SysId = Annotated[str, BeforeValidator(_sys_id)]
 FieldList = Annotated[tuple[str, ...], BeforeValidator(_field_list)]
 PageSize = Annotated[int, BeforeValidator(_page_size)]
+RecordCount = Annotated[int, BeforeValidator(_record_count)]
 NotNegative = Annotated[int, BeforeValidator(_not_negative)]
 DisplayValue = Annotated[Literal["false", "true", "all"], BeforeValidator(_display_value)]
 Flag = Annotated[bool, BeforeValidator(_boolean)]
@@ -409,14 +458,26 @@ class RecordRequest(DestinationInputs):
     offset: NotNegative = 0
     display_value: DisplayValue | None = Field(default=None, alias="displayValue")
     exclude_reference_link: Flag | None = Field(default=None, alias="excludeReferenceLink")
+    # read by query only: every page (docs/contract.md §9)
+    return_all: Flag = Field(default=False, alias="returnAll")
+    max_records: RecordCount = Field(default=DEFAULT_MAX_RECORDS, alias="maxRecords")
 
     @model_validator(mode="after")
-    def _one_record_or_a_list(self) -> Self:
-        if self.operation is Operation.READ and self.sys_id is not None and self.query is not None:
-            raise InputError(
-                "query",
-                "cannot be combined with sysId: give sysId for one record or query for a list",
-            )
+    def _one_record_or_a_list(self, info: ValidationInfo) -> Self:
+        if self.operation is Operation.READ and self.sys_id is not None:
+            if self.query is not None:
+                raise InputError(
+                    "query",
+                    "cannot be combined with sysId: give sysId for one record or query for a list",
+                )
+            if self.return_all:
+                raise InputError(
+                    "returnAll",
+                    "reads every record of a query: leave sysId empty (one record has one page)",
+                )
+        if self.return_all and "limit" not in self.model_fields_set:
+            # every page is fetched anyway: the fewest round trips the operator allows
+            object.__setattr__(self, "limit", _rules(info).max_limit)
         return self
 
 

@@ -237,8 +237,7 @@ class WorkerMetrics:
     def gateway_reconnected(self) -> None:
         self._gateway_reconnects.inc()
 
-    def observe_request(self, method: str, status_class: str, seconds: float) -> None:
-        operation = METHOD_OPERATIONS.get(method, "unknown")
+    def observe_request(self, operation: str, status_class: str, seconds: float) -> None:
         self._request_seconds[operation, status_class].observe(seconds)
 
     def instrument(self, transport: httpx.AsyncBaseTransport) -> httpx.AsyncBaseTransport:
@@ -322,6 +321,17 @@ def outcome_label(result: Outcome) -> str:
     return "unknown"  # pragma: no cover - Outcome has no other kind
 
 
+def request_operation(request: httpx.Request) -> str:
+    """The operation an HTTP request to ServiceNow carries out: a Batch or Aggregate API call by
+    its path, a Table API request by its method (an idempotency lookup is a read)."""
+    path = request.url.path
+    if path.endswith("/batch"):
+        return Operation.BATCH.value
+    if "/stats/" in path:
+        return Operation.AGGREGATE.value
+    return METHOD_OPERATIONS.get(request.method, "unknown")
+
+
 def status_class(status: int) -> str:
     return f"{status // 100}xx" if 200 <= status < 600 else "error"
 
@@ -344,12 +354,14 @@ class _TimedTransport(httpx.AsyncBaseTransport):
         try:
             response = await self._inner.handle_async_request(request)
         except BaseException:
-            self._metrics.observe_request(request.method, "error", time.perf_counter() - started)
+            self._metrics.observe_request(
+                request_operation(request), "error", time.perf_counter() - started
+            )
             raise
         response.stream = _TimedStream(
             response.stream,
             self._metrics,
-            request.method,
+            request_operation(request),
             status_class(response.status_code),
             started,
         )
@@ -376,13 +388,13 @@ class _TimedStream(httpx.AsyncByteStream):
         self,
         inner: Any,
         metrics: WorkerMetrics,
-        method: str,
+        operation: str,
         status_class: str,
         started: float,
     ) -> None:
         self._inner = inner
         self._metrics = metrics
-        self._method = method
+        self._operation = operation
         self._status_class = status_class
         self._started = started
         self._observed = False
@@ -403,5 +415,5 @@ class _TimedStream(httpx.AsyncByteStream):
         if not self._observed:
             self._observed = True
             self._metrics.observe_request(
-                self._method, status_class, time.perf_counter() - self._started
+                self._operation, status_class, time.perf_counter() - self._started
             )

@@ -1,23 +1,27 @@
-"""The ServiceNow Table API client: one `RecordRequest` in, one `TableResponse` (or an error) out.
+"""The ServiceNow client: the one way to ServiceNow's HTTP APIs (Table, Aggregate, Batch).
 
-It knows nothing of Zeebe. Every httpx exception and every unwelcome answer is translated here,
-and only here, into the error tree of `errors.py`.
+`send` takes one `RecordRequest` (a Table API request) to a `TableResponse`; `call` takes any
+`ApiCall` (method, URL, body, and how its successful answer is read) to what that answer becomes.
+Both go through the same authentication, in-process retries and error translation. It knows
+nothing of Zeebe. Every httpx exception and every unwelcome answer is translated here, and only
+here, into the error tree of `errors.py`.
 """
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final
+from functools import partial
+from typing import Any, Final, Generic, TypeVar
 from urllib.parse import quote, urlencode
 
 import httpx
 import stamina
 import structlog
 
-from servicenow_worker.auth import Authenticator, Credentials, TokenCache
+from servicenow_worker.auth import Authenticator, TokenCache
 from servicenow_worker.errors import (
     CONNECTION_ERROR,
     INVALID_RESPONSE,
@@ -28,8 +32,14 @@ from servicenow_worker.errors import (
     ServiceNowThrottled,
     ServiceNowUnavailable,
 )
-from servicenow_worker.flow_control import FlowControl, FlowSettings, http_date, parse_retry_after
-from servicenow_worker.inputs import Operation, RecordRequest
+from servicenow_worker.flow_control import (
+    Destination,
+    FlowControl,
+    FlowSettings,
+    http_date,
+    parse_retry_after,
+)
+from servicenow_worker.inputs import DestinationInputs, Operation, RecordRequest
 
 log = structlog.get_logger(__name__)
 
@@ -49,6 +59,24 @@ JSON_HEADERS: Final = {"Accept": "application/json"}
 BODY_HEADERS: Final = {"Accept": "application/json", "Content-Type": "application/json"}
 
 
+Answer = TypeVar("Answer")
+
+
+@dataclass(frozen=True)
+class ApiCall(Generic[Answer]):
+    """One HTTP request to ServiceNow, whichever API, and what its answer becomes.
+
+    `answer` reads the response (any status: it raises the worker's errors for the unwelcome
+    ones, see `checked`); `what` names the request in messages ("read on incident").
+    """
+
+    method: str
+    url: str
+    what: str
+    answer: Callable[[httpx.Response], Answer]
+    body: bytes | None = None
+
+
 @dataclass(frozen=True)
 class TableResponse:
     """What ServiceNow answered, as the job's response variable shows it (docs/contract.md §4)."""
@@ -63,6 +91,8 @@ class TableResponse:
     body_bytes: int = 0
     # ServiceNow's own clock when it answered (its `Date` header), None when it sent none.
     server_time: datetime | None = None
+    # read with returnAll: how many pages it took (docs/contract.md §9)
+    pages: int | None = None
 
     def as_variable(self) -> dict[str, Any]:
         variable: dict[str, Any] = {"status": self.status, "result": self.result}
@@ -72,6 +102,8 @@ class TableResponse:
             variable["count"] = len(self.result) if isinstance(self.result, list) else 0
             variable["totalCount"] = self.total_count
             variable["hasMore"] = self.has_more
+        if self.pages is not None:
+            variable["pages"] = self.pages
         return variable
 
 
@@ -107,13 +139,26 @@ class TableClient:
         self._attempt_timeout = attempt_timeout
 
     async def send(self, request: RecordRequest, *, deadline: float) -> TableResponse:
-        """Send `request`, retrying in-process where that is safe, until `deadline` (monotonic)."""
-        method = METHODS[request.operation]
-        url = build_url(request)
-        body = _encoded_payload(request)
+        """Send one Table API request (see `call`)."""
+        call = ApiCall(
+            METHODS[request.operation],
+            build_url(request),
+            f"{request.operation} on {request.table}",
+            partial(table_response, request),
+            encoded_payload(request),
+        )
+        return await self.call(request, call, deadline=deadline)
+
+    async def call(
+        self, destination: DestinationInputs, call: ApiCall[Answer], *, deadline: float
+    ) -> Answer:
+        """Send `call` to `destination`'s instance as its user, retrying in-process where that is
+        safe, until `deadline` (monotonic)."""
+        method, body = call.method, call.body
         # Once per job, not per attempt: the credential headers and (OAuth) the token flow.
-        credentials = self._authenticator.credentials(request)
+        credentials = self._authenticator.credentials(destination)
         headers = {**(BODY_HEADERS if body is not None else JSON_HEADERS), **credentials.headers}
+        target = self._flow.destination(destination.base_url, credentials.identity)
         answer_lost = False
         budget = deadline - time.monotonic() - self._attempt_timeout - self._retry.wait_max
         retrying = stamina.retry_context(
@@ -127,14 +172,12 @@ class TableClient:
         async for attempt in retrying:
             with attempt:
                 try:
-                    return await self._send_once(
-                        request, method, url, body, headers, credentials, deadline
-                    )
+                    return await self._send_once(call, headers, credentials.flow, target, deadline)
                 except ServiceNowRejected as rejected:
                     if method == "DELETE" and rejected.status == 404 and answer_lost:
                         # The earlier attempt deleted it; only its answer was lost.
-                        log.info("delete_already_done", table=request.table)
-                        return TableResponse(status=204, result=None)
+                        log.info("delete_already_done", what=call.what)
+                        return call.answer(httpx.Response(204))
                     raise
                 except ServiceNowUnavailable as unavailable:
                     answer_lost = answer_lost or not unavailable.never_sent
@@ -155,24 +198,21 @@ class TableClient:
 
     async def _send_once(
         self,
-        request: RecordRequest,
-        method: str,
-        url: str,
-        body: bytes | None,
+        call: ApiCall[Answer],
         headers: dict[str, str],
-        credentials: Credentials,
+        auth: httpx.Auth | None,
+        target: Destination,
         deadline: float,
-    ) -> TableResponse:
+    ) -> Answer:
         # Every request to ServiceNow is sent here, in its destination's turn (flow_control.py),
         # which it waits for only as long as the answer could still come before `deadline`.
-        destination = self._flow.destination(request.base_url, credentials.identity)
-        turn = await destination.turn(deadline - self._attempt_timeout)
+        turn = await target.turn(deadline - self._attempt_timeout)
         with turn, _translate_transport_errors():
             response = await self._http.request(
-                method, url, content=body, headers=headers, auth=credentials.flow
+                call.method, call.url, content=call.body, headers=headers, auth=auth
             )
             turn.answered(response.status_code, response.headers)
-        return _table_response(request, response)
+        return call.answer(response)
 
 
 def stored_value(record: dict[str, Any], field: str) -> Any:
@@ -182,22 +222,29 @@ def stored_value(record: dict[str, Any], field: str) -> Any:
     return value.get("value") if isinstance(value, dict) else value
 
 
-def _encoded_payload(request: RecordRequest) -> bytes | None:
-    """The JSON body of a create or update, refused before sending when ServiceNow would refuse it."""
+def encoded_payload(request: RecordRequest, max_bytes: int = MAX_BODY_BYTES) -> bytes | None:
+    """The JSON body of a create or update, refused before sending when ServiceNow would refuse it
+    (more than `max_bytes`: 10 MB for a request, 5 MB for one request of a batch)."""
     if request.operation not in {Operation.CREATE, Operation.UPDATE}:
         return None
     body = json.dumps(request.payload, ensure_ascii=False).encode()
-    if len(body) > MAX_BODY_BYTES:
+    if len(body) > max_bytes:
         raise InputError(
             "payload",
-            f"is {len(body)} bytes of JSON; ServiceNow accepts at most {MAX_BODY_BYTES} bytes "
-            "(10 MB) in one request: split the data or attach large content as a file",
+            f"is {len(body)} bytes of JSON; ServiceNow accepts at most {max_bytes} bytes "
+            f"({max_bytes // 2**20} MB) in one request: split the data or attach large content "
+            "as a file",
         )
     return body
 
 
 def build_url(request: RecordRequest) -> str:
     """`<base>/api/now/table/<table>[/<sys_id>]?sysparm_…`, every part encoded."""
+    return request.base_url + relative_url(request)
+
+
+def relative_url(request: RecordRequest) -> str:
+    """`/api/now/table/<table>[/<sys_id>]?sysparm_…`, every part encoded."""
     path = f"/api/now/table/{request.table}"
     if request.sys_id is not None:
         path += "/" + quote(request.sys_id, safe="")
@@ -214,9 +261,13 @@ def build_url(request: RecordRequest) -> str:
             params["sysparm_query"] = request.query
         params["sysparm_limit"] = str(request.limit)
         params["sysparm_offset"] = str(request.offset)
-    # quote, not quote_plus: a space in a query stays a space (%20) whatever the server's decoder.
-    query = urlencode(params, quote_via=quote) if params else ""
-    return request.base_url + path + (f"?{query}" if query else "")
+    return path + query_string(params)
+
+
+def query_string(params: dict[str, str]) -> str:
+    """`?name=value&…` ("" for none); quote, not quote_plus: a space in a query stays a space
+    (%20) whatever the server's decoder."""
+    return f"?{urlencode(params, quote_via=quote)}" if params else ""
 
 
 @contextmanager
@@ -241,21 +292,28 @@ def _unreachable(code: str, message: str, error: Exception) -> ServiceNowUnavail
     return ServiceNowUnavailable(code, f"{message} ({type(error).__name__})", never_sent=True)
 
 
-def _table_response(request: RecordRequest, response: httpx.Response) -> TableResponse:
+def checked(what: str, response: httpx.Response) -> httpx.Response:
+    """`response` when it is a success (2xx), else the worker's error for it."""
     status = response.status_code
     if 300 <= status < 400:
         raise ServiceNowUnavailable(
             INVALID_RESPONSE,
-            f"ServiceNow redirected {request.operation} on {request.table} to "
+            f"ServiceNow redirected {what} to "
             f"{response.headers.get('Location', 'another page')}: the instance may be hibernating "
             "(wake it at developer.servicenow.com) or the URL may be wrong",
             status=status,
         )
     if status >= 400:
-        raise _status_error(request, response)
+        raise status_error(what, response)
+    return response
+
+
+def table_response(request: RecordRequest, response: httpx.Response) -> TableResponse:
+    """ServiceNow's answer to a Table API request, or the worker's error for it."""
+    status = checked(f"{request.operation} on {request.table}", response).status_code
     if status == 204 or not response.content:
         return TableResponse(status=status, result=None)
-    body = _json_body(request, response)
+    body = json_body(f"{request.operation} on {request.table}", response)
     is_list = request.operation is Operation.READ and request.sys_id is None
     if not is_list:
         return TableResponse(status=status, result=body["result"], body_bytes=len(response.content))
@@ -272,9 +330,9 @@ def _table_response(request: RecordRequest, response: httpx.Response) -> TableRe
     )
 
 
-def _json_body(request: RecordRequest, response: httpx.Response) -> dict[str, Any]:
+def json_body(where: str, response: httpx.Response, key: str = "result") -> dict[str, Any]:
+    """The JSON object of a successful answer, which must hold `key` and no `error`."""
     content_type = response.headers.get("Content-Type", "")
-    where = f"{request.operation} on {request.table}"
     if "json" not in content_type.lower():
         hibernating = b"Hibernating" in response.content[:4096]
         hint = (
@@ -297,10 +355,10 @@ def _json_body(request: RecordRequest, response: httpx.Response) -> dict[str, An
             "often a transaction cancelled after 60 s: narrow the query or lower limit)",
             status=response.status_code,
         ) from None
-    if not isinstance(body, dict) or "result" not in body or "error" in body:
+    if not isinstance(body, dict) or key not in body or "error" in body:
         raise ServiceNowUnavailable(
             INVALID_RESPONSE,
-            f"ServiceNow's answer to {where} holds no result{_error_text(body)}",
+            f"ServiceNow's answer to {where} holds no {key}{_error_text(body)}",
             status=response.status_code,
         )
     return body
@@ -314,14 +372,11 @@ def _has_more(request: RecordRequest, response: httpx.Response, total: int | Non
     return total is not None and request.offset + request.limit < total
 
 
-def _status_error(
-    request: RecordRequest, response: httpx.Response
-) -> ServiceNowRejected | ServiceNowUnavailable:
+def status_error(what: str, response: httpx.Response) -> ServiceNowRejected | ServiceNowUnavailable:
+    """The worker's error for an answer of 400 or more."""
     status = response.status_code
     body = _parse_error_body(response)
-    message = (
-        f"ServiceNow answered {status} to {request.operation} on {request.table}{_error_text(body)}"
-    )
+    message = f"ServiceNow answered {status} to {what}{_error_text(body)}"
     variables = {"status": status, "body": body}
     if status in RETRYABLE_STATUSES or status >= 500:
         return (ServiceNowThrottled if status == 429 else ServiceNowUnavailable)(

@@ -11,6 +11,7 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator, model_vali
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from servicenow_worker.auth import tls_context
+from servicenow_worker.inputs import DEFAULT_SERVICENOW_MAX_BATCH, DEFAULT_SERVICENOW_MAX_RECORDS
 
 HOST_PATTERN = re.compile(
     r"^(\*\.)?[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$"
@@ -74,6 +75,10 @@ class Settings(BaseSettings):
     )
     servicenow_url_template: str = "https://{instance}.service-now.com"
     servicenow_max_limit: int = Field(default=1000, ge=1, le=10_000)
+    # read with returnAll: the most records one job may gather; batch: the most requests in one
+    # job (docs/contract.md §9).
+    servicenow_max_records: int = Field(default=DEFAULT_SERVICENOW_MAX_RECORDS, ge=1, le=1_000_000)
+    servicenow_max_batch: int = Field(default=DEFAULT_SERVICENOW_MAX_BATCH, ge=1, le=10_000)
     servicenow_connect_timeout: float = Field(default=10.0, gt=0)
     servicenow_read_timeout: float = Field(default=30.0, gt=0)
     servicenow_retry_after_cap: float = Field(default=3600.0, ge=0)

@@ -31,6 +31,7 @@ from pydantic.fields import FieldInfo
 
 from servicenow_worker.inputs import (
     DEFAULT_LIMIT,
+    DEFAULT_MAX_RECORDS,
     DEFAULT_RETRY_BACKOFF,
     DISPLAY_VALUES,
     FIELDS_PATTERN,
@@ -47,6 +48,7 @@ from servicenow_worker.inputs import (
     Operation,
 )
 from servicenow_worker.operations import OPERATIONS
+from servicenow_worker.operations.aggregate import HAVING_PATTERN, ORDER_BY_PATTERN
 from servicenow_worker.secrets import PLACEHOLDER
 from servicenow_worker.settings import Settings
 
@@ -55,7 +57,7 @@ SCHEMA_URL: Final = (
 )
 TEMPLATE_ID: Final = "servicenow-worker.ServiceNow.v1"
 # Bump on every change of the generated template, so the Modeler offers the upgrade.
-TEMPLATE_VERSION: Final = 2
+TEMPLATE_VERSION: Final = 3
 TEMPLATE_PATH: Final = Path("element-templates/servicenow-connector.json")
 DOCUMENTATION_URL: Final = (
     "https://github.com/servicenow-worker/servicenow-worker#use-it-in-camunda-modeler"
@@ -111,10 +113,16 @@ GROUPS: Final = (
     Group("authentication", "Authentication"),
     Group("operation", "Operation"),
     Group("record", "Record"),
+    Group("batch", "Requests", "The create, read, update and delete requests of a batch."),
     Group(
         "query",
         "Query and response options",
         "What a read returns, and how records come back from create, read and update.",
+    ),
+    Group(
+        "aggregate",
+        "Counts and aggregates",
+        "What the Aggregate API computes over the records the query selects.",
     ),
     Group("output", "Output mapping"),
     Group("error", "Error handling"),
@@ -140,6 +148,17 @@ COMMON_TABLES: Final = (
 )
 OTHER_TABLE: Final = "other"
 TABLE_CHOICE_ID: Final = "tableChoice"
+
+
+def _field_list_look(label: str, description: str, placeholder: str) -> Look:
+    return Look(
+        label=label,
+        group="aggregate",
+        description=description + " Comma-separated.",
+        placeholder=placeholder or None,
+        pattern_message="must be field names separated by commas, such as priority,state.",
+    )
+
 
 INPUT_LOOKS: Final[Mapping[str, Look]] = {
     "instance": Look(
@@ -168,6 +187,8 @@ INPUT_LOOKS: Final[Mapping[str, Look]] = {
             Operation.UPDATE: "Update a record",
             Operation.DELETE: "Delete a record",
             Operation.CHANGES: "Changes since the last call (a feed with a cursor)",
+            Operation.AGGREGATE: "Count and aggregate records (Aggregate API)",
+            Operation.BATCH: "Several requests at once (Batch API)",
         },
     ),
     "table": Look(
@@ -295,6 +316,79 @@ INPUT_LOOKS: Final[Mapping[str, Look]] = {
         kind="Boolean",
         value=False,
     ),
+    "returnAll": Look(
+        label="Return all records",
+        group="query",
+        description=(
+            "Read every page of the query (the page size is then the operator's largest, "
+            "unless given). More matching records than Max records fails the task: never a "
+            "silent cut."
+        ),
+        kind="Boolean",
+        value=False,
+    ),
+    "maxRecords": Look(
+        label="Max records",
+        group="query",
+        description=(
+            f"With Return all records: the most records to read, {DEFAULT_MAX_RECORDS} when "
+            "empty; the operator's SERVICENOW_MAX_RECORDS is the ceiling."
+        ),
+        placeholder=str(DEFAULT_MAX_RECORDS),
+        pattern_message="must be a whole number from 1 to {records_ceiling}.",
+    ),
+    "groupBy": _field_list_look(
+        "Group by",
+        "One result per value of these fields: <code>assignment_group</code> or "
+        "<code>priority,state</code>.",
+        "assignment_group",
+    ),
+    "count": Look(
+        label="Count records",
+        group="aggregate",
+        description="Count the records (of each group).",
+        kind="Boolean",
+        value=True,
+    ),
+    "avgFields": _field_list_look(
+        "Average of", "Fields to average, such as <code>reassignment_count</code>.", ""
+    ),
+    "sumFields": _field_list_look("Sum of", "Fields to add up.", ""),
+    "minFields": _field_list_look("Minimum of", "Fields whose smallest value to return.", ""),
+    "maxFields": _field_list_look("Maximum of", "Fields whose largest value to return.", ""),
+    "having": Look(
+        label="Having",
+        group="aggregate",
+        description=(
+            "Keep only the groups whose aggregate passes: <code>count^priority^>^3</code> "
+            "(aggregate^field^operator^number, several separated by commas)."
+        ),
+        placeholder="count^priority^>^3",
+        pattern_message="must be aggregate^field^operator^number, such as count^priority^>^3.",
+    ),
+    "orderBy": Look(
+        label="Order groups by",
+        group="aggregate",
+        description=(
+            "<code>COUNT^DESC</code> (largest groups first), <code>AVG^field</code>, or a "
+            "group-by field; ascending unless ^DESC follows."
+        ),
+        placeholder="COUNT^DESC",
+        pattern_message="must be COUNT, AVG^field, a field name…, each optionally ^DESC.",
+    ),
+    "requests": Look(
+        label="Requests",
+        group="batch",
+        description=(
+            "A FEEL list of requests, each with the inputs of one create, read, update or "
+            'delete: <code>=for i in items return {operation: "create", table: '
+            '"incident", payload: {short_description: i.title}}</code>. At most 200 unless '
+            "the operator changed SERVICENOW_MAX_BATCH. The result holds one entry per request, "
+            "in order, and <code>errorCount</code>."
+        ),
+        kind="Text",
+        feel="required",
+    ),
 }
 
 AUTHENTICATION_TYPE_LOOK: Final = Look(
@@ -386,7 +480,7 @@ HEADER_LOOKS: Final[Mapping[str, HeaderLook]] = {
         ),
         placeholder="correlation_id",
         pattern_message="must be a field name of letters, digits and _, such as correlation_id.",
-        operations=frozenset({Operation.CREATE}),
+        operations=frozenset({Operation.CREATE, Operation.BATCH}),
     ),
     "resultVariable": HeaderLook(
         label="Result variable",
@@ -394,7 +488,9 @@ HEADER_LOOKS: Final[Mapping[str, HeaderLook]] = {
         description=(
             "Process variable that receives the response: "
             "<code>{status, result}</code>, plus <code>count</code>, <code>totalCount</code> "
-            "and <code>hasMore</code> for a read by query."
+            "and <code>hasMore</code> for a read by query; <code>count</code> and "
+            "<code>stats</code>, or <code>groups</code>, for an aggregate; "
+            "<code>errorCount</code> for a batch."
         ),
         placeholder="ritm",
         pattern_message="must be a variable name: a letter or _, then letters, digits or _.",
@@ -457,13 +553,11 @@ DURATION_PATTERN: Final = (
 RETRIES_PATTERN: Final = r"^[0-9]+$"
 
 
-def limit_ceiling() -> int:
-    """The largest page size any worker accepts: the upper bound of SERVICENOW_MAX_LIMIT."""
-    bounds = [
-        m.le for m in Settings.model_fields["servicenow_max_limit"].metadata if isinstance(m, Le)
-    ]
+def limit_ceiling(setting: str = "servicenow_max_limit") -> int:
+    """The largest value any worker accepts: the upper bound of a setting (SERVICENOW_MAX_LIMIT)."""
+    bounds = [m.le for m in Settings.model_fields[setting].metadata if isinstance(m, Le)]
     if len(bounds) != 1 or not isinstance(bounds[0], int):
-        raise TemplateError("settings: servicenow_max_limit needs one integer upper bound (le=…)")
+        raise TemplateError(f"settings: {setting} needs one integer upper bound (le=…)")
     return bounds[0]
 
 
@@ -480,8 +574,16 @@ PATTERNS: Final[Mapping[str, str]] = {
     "table": TABLE_PATTERN,
     "sysId": SYS_ID_PATTERN,
     "limit": limit_pattern(limit_ceiling()),
+    "maxRecords": limit_pattern(limit_ceiling("servicenow_max_records")),
     "offset": OFFSET_PATTERN,
     "fields": FIELDS_PATTERN,
+    "groupBy": FIELDS_PATTERN,
+    "avgFields": FIELDS_PATTERN,
+    "sumFields": FIELDS_PATTERN,
+    "minFields": FIELDS_PATTERN,
+    "maxFields": FIELDS_PATTERN,
+    "having": HAVING_PATTERN,
+    "orderBy": ORDER_BY_PATTERN,
     "idempotencyField": IDEMPOTENCY_FIELD_PATTERN,
     "resultVariable": VARIABLE_NAME_PATTERN,
     "retryBackoff": DURATION_PATTERN,
@@ -537,8 +639,20 @@ def build_template() -> dict[str, Any]:
         "name": "ServiceNow",
         "id": TEMPLATE_ID,
         "version": TEMPLATE_VERSION,
-        "description": "Create, read, update or delete a record in any ServiceNow table",
-        "keywords": ["servicenow", "itsm", "incident", "requested item", "table api", "crud"],
+        "description": (
+            "Create, read, update or delete records in any ServiceNow table; read every page, "
+            "count and aggregate, or send several requests at once"
+        ),
+        "keywords": [
+            "servicenow",
+            "itsm",
+            "incident",
+            "requested item",
+            "table api",
+            "crud",
+            "aggregate",
+            "batch",
+        ],
         "documentationRef": DOCUMENTATION_URL,
         "category": {"id": "connectors", "name": "Connectors"},
         "appliesTo": ["bpmn:Task"],
@@ -671,6 +785,11 @@ def _model_requires(name: str) -> bool:
 def _table_properties(look: Look) -> Iterator[dict[str, Any]]:
     choices = [{"name": f"{label} [{table}]", "value": table} for label, table in COMMON_TABLES]
     choices.append({"name": "Other (type its name)", "value": OTHER_TABLE})
+    operations = _operations_condition(USED_BY["table"])
+
+    def when(condition: dict[str, Any]) -> dict[str, Any]:
+        return {"allMatch": [operations, condition]} if operations else condition
+
     yield {
         "id": TABLE_CHOICE_ID,
         "label": "Table",
@@ -681,6 +800,7 @@ def _table_properties(look: Look) -> Iterator[dict[str, Any]]:
         "choices": choices,
         # Only the Modeler reads this: it remembers the choice. The worker reads `table`.
         "binding": {"type": "zeebe:property", "name": TABLE_CHOICE_ID},
+        **({"condition": operations} if operations else {}),
     }
     for _, table in COMMON_TABLES:
         yield {
@@ -689,14 +809,14 @@ def _table_properties(look: Look) -> Iterator[dict[str, Any]]:
             "type": "Hidden",
             "value": table,
             "binding": {"type": "zeebe:input", "name": "table"},
-            "condition": {"property": TABLE_CHOICE_ID, "equals": table},
+            "condition": when({"property": TABLE_CHOICE_ID, "equals": table}),
         }
     yield _property(
         "table",
         look,
         {"type": "zeebe:input", "name": "table"},
         required=True,
-        condition={"property": TABLE_CHOICE_ID, "equals": OTHER_TABLE},
+        condition=when({"property": TABLE_CHOICE_ID, "equals": OTHER_TABLE}),
     )
 
 
@@ -789,7 +909,11 @@ def _constraints(name: str, look: Look, *, required: bool) -> dict[str, Any]:
     if pattern is not None:
         # An empty optional field is fine, and the Modeler checks no pattern on FEEL (`=…`).
         prefix = ("" if required else "^$|") + ("^=|" if look.feel else "")
-        message = (look.pattern_message or "").replace("{ceiling}", str(limit_ceiling()))
+        message = (
+            (look.pattern_message or "")
+            .replace("{ceiling}", str(limit_ceiling()))
+            .replace("{records_ceiling}", str(limit_ceiling("servicenow_max_records")))
+        )
         constraints["pattern"] = {"value": prefix + pattern, "message": message}
     return constraints
 

@@ -172,6 +172,29 @@ async def test_metrics_move_by_the_jobs_the_worker_did(
     assert value(after, "servicenow_worker_info", version="0.1.0") == 1
 
 
+async def test_batch_and_aggregate_requests_have_their_own_label(
+    gateway: ZeebeGatewayEmulator, worker: tuple[JobPump, HealthServer]
+) -> None:
+    """A Batch API call is a batch (not a create), an Aggregate API call an aggregate."""
+    pump, health = worker
+    assert health.port is not None
+    await wait_ready(gateway, pump)
+    before = await scrape(health.port)
+    for inputs in (
+        {"operation": "batch", "requests": [{"operation": "read", "table": "incident"}]},
+        {"operation": "aggregate", "table": "incident"},
+    ):
+        key = gateway.create_job(JOB_TYPE, job_variables(**inputs), {})
+        [done] = await gateway.wait_for_outcomes(key, 1)
+        assert done.kind == "complete", done
+    changed = delta(before, await scrape(health.port))
+    requests = "servicenow_worker_servicenow_request_duration_seconds_count"
+    assert {labels for (name, labels), moved in changed.items() if name == requests and moved} == {
+        frozenset({("operation", "batch"), ("status_class", "2xx")}),
+        frozenset({("operation", "aggregate"), ("status_class", "2xx")}),
+    }
+
+
 async def test_label_values_stay_bounded(
     gateway: ZeebeGatewayEmulator, worker: tuple[JobPump, HealthServer]
 ) -> None:

@@ -26,7 +26,7 @@ class TestInvalidInput:
             ({"operation": None}, "operation is required"),
             (
                 {"operation": "merge"},
-                "operation must be one of create, read, update, delete, changes (got 'merge')",
+                "operation must be one of create, read, update, delete, changes, aggregate, batch (got 'merge')",
             ),
             ({"table": "incident/../../sys_user"}, "table must be a table name"),
             ({"operation": "update", "sysId": None}, "sysId is required for update"),

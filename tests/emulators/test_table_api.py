@@ -7,7 +7,6 @@ import json
 import re
 import signal
 import sys
-from collections.abc import AsyncIterator
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
@@ -44,18 +43,6 @@ def error(message: str, detail: str | None) -> dict[str, object]:
 
 
 NOT_FOUND = error("No Record found", "Record doesn't exist or ACL restricts the record retrieval")
-
-
-@pytest.fixture
-async def emulator() -> AsyncIterator[ServiceNowEmulator]:
-    async with ServiceNowEmulator(users={USER: PASSWORD}) as emu:
-        yield emu
-
-
-@pytest.fixture
-async def client(emulator: ServiceNowEmulator) -> AsyncIterator[httpx.AsyncClient]:
-    async with http_client(emulator.base_url) as c:
-        yield c
 
 
 def parse_link(header: str) -> dict[str, int]:
@@ -700,6 +687,17 @@ class TestPagination:
         hidden = await client.get(f"{INCIDENTS}/{ids[2]}")
         assert hidden.json() == NOT_FOUND
 
+    async def test_a_page_can_be_empty_in_the_middle(
+        self, emulator: ServiceNowEmulator, client: httpx.AsyncClient
+    ) -> None:
+        """A page whose every row is hidden comes back empty, and Link still says next."""
+        ids = [emulator.insert("incident", {})["sys_id"] for _ in range(25)]
+        emulator.hidden_sys_ids.update(ids[10:20])
+        page = await client.get(INCIDENTS, params={"sysparm_limit": "10", "sysparm_offset": "10"})
+        assert page.json() == {"result": []}
+        assert page.headers["X-Total-Count"] == "25"
+        assert parse_link(page.headers["Link"])["next"] == 20
+
 
 class TestDisplayValues:
     @pytest.fixture
@@ -849,6 +847,16 @@ class TestFaults:
         assert (await client.get(INCIDENTS)).status_code == 200
         emulator.clear_faults()
         assert (await client.get("/api/now/v2/table/incident")).status_code == 200
+
+    async def test_matching_by_query_parameters(
+        self, emulator: ServiceNowEmulator, client: httpx.AsyncClient
+    ) -> None:
+        """A fault with `query` hits only requests carrying those parameters: one page."""
+        emulator.inject(Fault.bad_gateway(query={"sysparm_offset": "10"}, times=None))
+        assert (await client.get(INCIDENTS, params={"sysparm_offset": "0"})).status_code == 200
+        page = await client.get(INCIDENTS, params={"sysparm_offset": "10", "sysparm_limit": "5"})
+        assert page.status_code == 502
+        assert (await client.get(INCIDENTS)).status_code == 200
 
     @pytest.mark.parametrize(
         ("fault", "status", "message"),

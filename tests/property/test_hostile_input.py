@@ -12,7 +12,7 @@ from servicenow_worker.errors import InputError, ServiceNowRejected, ServiceNowU
 from servicenow_worker.inputs import INPUT_NAMES, InputRules, gather_inputs, parse_record_request
 from servicenow_worker.logs import job_secret_values, redact
 from servicenow_worker.secrets import ResolvedSecrets, SecretStore, resolve_placeholders
-from servicenow_worker.servicenow import _table_response, build_url
+from servicenow_worker.servicenow import build_url, table_response
 
 RULES = InputRules("https://{instance}.service-now.com", ("*.service-now.com",), 1000)
 PATH = re.compile(r"/api/now/table/[A-Za-z0-9_]{1,80}(/[A-Za-z0-9._%-]+)?")
@@ -144,7 +144,7 @@ def test_every_status_has_exactly_one_outcome(status: int) -> None:
         status, json={"result": []}, request=httpx.Request("GET", "https://x")
     )
     try:
-        result = _table_response(request, response)
+        result = table_response(request, response)
     except ServiceNowRejected:
         assert 400 <= status < 500
         assert status not in {408, 429}

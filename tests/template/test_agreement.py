@@ -13,11 +13,13 @@ import pytest
 from servicenow_worker.errors import InputError
 from servicenow_worker.inputs import (
     HEADER_ONLY_NAMES,
+    USED_BY,
     InputRules,
+    Operation,
     gather_inputs,
     parse_output_options,
-    parse_record_request,
 )
+from servicenow_worker.operations import parse_inputs
 from servicenow_worker.secrets import ResolvedSecrets, SecretStore, resolve_placeholders
 
 from .agreement import WorkerModel, binding_of, disagreements, pattern_of, properties
@@ -198,6 +200,31 @@ SAMPLES: list[tuple[str, str, bool]] = [
     ("idempotencyField", "u_key_1", True),
     ("idempotencyField", "a.b", False),
     ("idempotencyField", "a-b", False),
+    ("maxRecords", "1", True),
+    ("maxRecords", "1000000", True),
+    ("maxRecords", "0", False),
+    ("maxRecords", "1000001", False),
+    ("groupBy", "assignment_group", True),
+    ("groupBy", "priority,state", True),
+    ("groupBy", "priority state", False),
+    ("avgFields", "reassignment_count", True),
+    ("avgFields", "a..b", False),
+    ("sumFields", "reassignment_count,priority", True),
+    ("sumFields", "x;y", False),
+    ("minFields", "number", True),
+    ("minFields", ",", False),
+    ("maxFields", "sys_updated_on", True),
+    ("maxFields", "a b", False),
+    ("having", "count^priority^>^3", True),
+    ("having", "COUNT^state^=^1,avg^reassignment_count^>=^1.5", True),
+    ("having", "count^>^3", False),
+    ("having", "count^priority^~^3", False),
+    ("having", "count^priority^>^three", False),
+    ("orderBy", "COUNT^DESC", True),
+    ("orderBy", "priority", True),
+    ("orderBy", "AVG^reassignment_count,priority^desc", True),
+    ("orderBy", "priority desc", False),
+    ("orderBy", "COUNT^^DESC", False),
 ]
 # A request the worker accepts, for the operation under which each input is checked.
 BASE: dict[str, Any] = {
@@ -205,11 +232,17 @@ BASE: dict[str, Any] = {
     "authentication": {"type": "basic", "username": "u", "password": "p"},
     "table": "incident",
 }
-OPERATION_FOR = {"sysId": "update"}
+OPERATION_FOR = {
+    "sysId": "update",
+    **{name: "aggregate" for name, users in USED_BY.items() if users == {Operation.AGGREGATE}},
+}
 RULES = InputRules(
     url_template="https://{instance}.service-now.com",
     allowed_hosts=("*.service-now.com",),
-    max_limit=10_000,  # the largest SERVICENOW_MAX_LIMIT: the template leaves the operator's to the worker
+    # the largest SERVICENOW_MAX_LIMIT and _MAX_RECORDS: the template leaves the operator's to
+    # the worker
+    max_limit=10_000,
+    max_records=1_000_000,
 )
 
 
@@ -225,13 +258,15 @@ def worker_accepts(name: str, value: str) -> bool:
             raw["payload"] = {}
         if operation in ("update", "delete"):
             raw["sysId"] = "46d44a5e2f0b1010a3f1a2b2c3d4e5f6"
+        if operation == "batch":
+            raw["requests"] = [{"operation": "read", "table": "incident"}]
         raw[name] = value
         gathered = gather_inputs({}, raw)
         store = SecretStore(environment={"snInstance": "dev12345"})
         resolved = {
             n: resolve_placeholders(v, store, ResolvedSecrets(), n) for n, v in gathered.items()
         }
-        parse_record_request(resolved, RULES)
+        parse_inputs(resolved, RULES)
     except InputError:
         return False
     return True

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from servicenow_worker import change_cursor, feel, outcome
-from servicenow_worker.errors import ServiceNowRejected
+from servicenow_worker.errors import ServiceNowRejected, TooManyRecords
 from servicenow_worker.inputs import (
     InputRules,
     Operation,
@@ -28,6 +28,8 @@ from servicenow_worker.inputs import (
     parse_output_options,
 )
 from servicenow_worker.operations import Answer, parse_inputs
+from servicenow_worker.operations.aggregate import AggregateRequest, AggregateResponse
+from servicenow_worker.operations.batch import BatchRequest, BatchResponse
 from servicenow_worker.operations.changes import ChangesResponse
 from servicenow_worker.secrets import (
     PLACEHOLDER,
@@ -49,6 +51,7 @@ ZEEBE = "{http://camunda.org/schema/zeebe/1.0}"
 START_VARIABLES: dict[str, dict[str, Any]] = {
     "servicenow-round-trip": {"employeeName": "Abel Tuter"},
     "servicenow-open-incidents": {},
+    "servicenow-p1-by-group": {},
     "servicenow-p1-incident-feed": {},
     "servicenow-p1-incident-handler": {
         "incident": {"sys_id": "0123456789abcdef0123456789abcdef", "number": "INC0010001"}
@@ -287,6 +290,14 @@ def dummy_secrets(task: Task) -> dict[str, str]:
 
 def representative_answer(request: Any) -> Answer:
     record = {"sys_id": SYS_ID, "number": "RITM0010001", "state": "1", "short_description": "x"}
+    if isinstance(request, AggregateRequest):
+        by = (request.group_by or ("x",))[0]
+        group = {"stats": {"count": "2"}, "groupby_fields": [{"field": by, "value": "Network"}]}
+        grouped = bool(request.group_by)
+        result = [group] if grouped else {"stats": {"count": "2"}}
+        return AggregateResponse(status=200, result=result, grouped=grouped, body_bytes=100)
+    if isinstance(request, BatchRequest):
+        return BatchResponse(results=[{"status": 200, "result": record}], body_bytes=100)
     match request.operation:
         case Operation.CHANGES:
             position = change_cursor.Position("2026-01-31 08:00:00", SYS_ID)
@@ -349,9 +360,16 @@ def test_the_feed_carries_its_cursor_and_hands_each_incident_to_the_handler() ->
 
 @pytest.mark.parametrize("task", [t for t in all_tasks() if t.error_codes], ids=task_id)
 def test_error_boundary_events_can_be_reached(task: Task) -> None:
-    """A 404 makes the task's errorExpression throw the code its boundary event catches."""
+    """A failure the task can meet (a 404, too many records) makes its errorExpression throw
+    the code each of its boundary events catches."""
     options = parse_output_options(task.headers)
-    rejected = ServiceNowRejected(404, "No Record found", variables={})
-    result = outcome.for_error(rejected, job_retries=3, options=options, retry_after_cap=3600)
-    assert isinstance(result, outcome.ThrowError), result
-    assert result.code in task.error_codes
+    failures = [
+        ServiceNowRejected(404, "No Record found", variables={}),
+        TooManyRecords("the query matches 6000 records, more than maxRecords 5000"),
+    ]
+    thrown = set()
+    for failure in failures:
+        result = outcome.for_error(failure, job_retries=3, options=options, retry_after_cap=3600)
+        if isinstance(result, outcome.ThrowError):
+            thrown.add(result.code)
+    assert set(task.error_codes) <= thrown

@@ -27,6 +27,14 @@ def test_every_input_a_model_requires_is_gathered_for_its_operations() -> None:
         assert {n for n in required if operation not in USED_BY.get(n, ())} == set()
 
 
+def test_every_input_gathered_for_an_operation_is_a_field_of_its_model() -> None:
+    """An input USED_BY gives an operation that its model lacks would be refused as unknown."""
+    for operation, family in OPERATIONS.items():
+        fields = {info.alias or name for name, info in family.model.model_fields.items()}
+        gathered = {name for name, users in USED_BY.items() if operation in users}
+        assert gathered - fields == set(), operation
+
+
 @pytest.mark.parametrize(
     ("gathered", "message"),
     [

@@ -16,7 +16,7 @@ from servicenow_worker.inputs import (
     unknown_operation,
     validated,
 )
-from servicenow_worker.operations import changes, table
+from servicenow_worker.operations import aggregate, batch, changes, table
 from servicenow_worker.operations.family import Answer, JobContext, OperationFamily
 
 __all__ = ["OPERATIONS", "Answer", "JobContext", "OperationFamily", "parse_inputs"]
@@ -27,6 +27,8 @@ OPERATIONS: Final[Mapping[Operation, OperationFamily[Any]]] = {
     Operation.UPDATE: table.TABLE,
     Operation.DELETE: table.TABLE,
     Operation.CHANGES: changes.CHANGES,
+    Operation.AGGREGATE: aggregate.AGGREGATE,
+    Operation.BATCH: batch.BATCH,
 }
 
 

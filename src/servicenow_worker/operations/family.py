@@ -5,10 +5,12 @@ through the one client (`servicenow.py`), and returns an `Answer`; `outcome.py` 
 job's completion. Errors are raised as the worker's own (`errors.py`), never returned.
 """
 
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
+from servicenow_worker.errors import TIMEOUT, ServiceNowUnavailable
 from servicenow_worker.inputs import DestinationInputs, OutputOptions
 from servicenow_worker.servicenow import TableClient
 from servicenow_worker.settings import Settings
@@ -40,6 +42,15 @@ class JobContext:
     deadline: float
     process_instance_key: int
     element_instance_key: int
+
+    def check_time(self, remaining: str) -> None:
+        """Before another request of a job that makes several: fail (to be retried) once the
+        job's deadline has passed, naming what `remaining` is left undone."""
+        if time.monotonic() >= self.deadline:
+            raise ServiceNowUnavailable(
+                TIMEOUT,
+                f"the job ran out of its time (WORKER_JOB_TIMEOUT) with {remaining}",
+            )
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,6 @@ and stamina's `stamina_retries_total` (in-process ServiceNow retries, see docs/o
 import re
 import time
 from collections.abc import Iterable, Iterator, Mapping
-from types import TracebackType
 from typing import Any, Final, Protocol
 
 import httpx
@@ -32,6 +31,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from servicenow_worker import __version__, errors
+from servicenow_worker.http_transport import WrappingTransport
 from servicenow_worker.inputs import Operation, resolve_operation
 from servicenow_worker.outcome import Complete, Fail, Outcome, ThrowError
 
@@ -354,11 +354,11 @@ def _wall_clock(monotonic_moment: float | None) -> float:
     return time.time() - (time.monotonic() - monotonic_moment)
 
 
-class _TimedTransport(httpx.AsyncBaseTransport):
+class _TimedTransport(WrappingTransport):
     """Times each request from sending to the end of its body (or to the error that ended it)."""
 
     def __init__(self, inner: httpx.AsyncBaseTransport, metrics: WorkerMetrics) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self._metrics = metrics
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
@@ -378,21 +378,6 @@ class _TimedTransport(httpx.AsyncBaseTransport):
             started,
         )
         return response
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
-
-    async def __aenter__(self) -> "_TimedTransport":
-        await self._inner.__aenter__()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None = None,
-        exc_value: BaseException | None = None,
-        traceback: TracebackType | None = None,
-    ) -> None:
-        await self._inner.__aexit__(exc_type, exc_value, traceback)
 
 
 class _TimedStream(httpx.AsyncByteStream):

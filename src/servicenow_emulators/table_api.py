@@ -17,8 +17,13 @@ requests without sleeping.
         emulator.inject(Fault.rate_limited(retry_after=5, method="POST"))
         ...
 
+A busy instance: `capacity=Capacity(slots=16, queue=50)` serves 16 requests at once (each taking
+`latency`), queues 50 and answers 429 beyond; `rate_limit_rules=[RateLimitRule(1000)]` allows each
+user 1000 requests an hour, with ServiceNow's `X-RateLimit-*` headers (see `_capacity`).
+
 Standalone (demo mode, docker-compose):
-`python -m servicenow_emulators.table_api --host 0.0.0.0 --port 8089 --user admin:admin`.
+`python -m servicenow_emulators.table_api --host 0.0.0.0 --port 8089 --user admin:admin`
+(`--capacity-slots 16 --capacity-queue 50 --latency 0.05`, `--rate-limit 1000` for a busy one).
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ from aiohttp import web
 from ._aggregate import stats
 from ._attachments import AttachmentApi
 from ._batch import BatchApi
+from ._capacity import Capacity, RateLimitRule, Throttling
 from ._rest import ApiError
 from ._table_clock import InstanceClock, parse_stamp, stamp_of
 from ._table_faults import (
@@ -68,6 +74,7 @@ __all__ = [
     "AuthResult",
     "BasicAuthChecker",
     "BearerChecker",
+    "Capacity",
     "CredentialChecker",
     "Dynamic",
     "Fault",
@@ -79,6 +86,7 @@ __all__ = [
     "InvalidQueryPolicy",
     "OAuthClient",
     "OAuthServer",
+    "RateLimitRule",
     "RecordedRequest",
     "ServiceNowEmulator",
     "TokenRequest",
@@ -288,6 +296,8 @@ class ServiceNowEmulator:
         credential_checkers: Sequence[CredentialChecker] | None = None,
         clock: Callable[[], float] = time.monotonic,
         ssl_context: ssl.SSLContext | None = None,
+        capacity: Capacity | None = None,
+        rate_limit_rules: Sequence[RateLimitRule] = (),
     ) -> None:
         self.host = host
         self.port = port
@@ -328,7 +338,12 @@ class ServiceNowEmulator:
         self._base_url: str | None = None
         for name, password in (users if users is not None else {"admin": "admin"}).items():
             self.add_user(name, password)
-        self.app = web.Application(middlewares=[self._pipeline], client_max_size=max_body_bytes + 1)
+        # Capacity and rate-limit rules; `throttling.counts` says what they did.
+        self.throttling = Throttling(capacity, rate_limit_rules, clock=self.wall_clock.now)
+        self.app = web.Application(
+            middlewares=[self.throttling.middleware, self._pipeline],
+            client_max_size=max_body_bytes + 1,
+        )
         for prefix in ("/api/now", "/api/now/{version:v1|v2}"):
             self.app.router.add_route("*", prefix + "/table/{table}", _unreachable)
             self.app.router.add_route("*", prefix + "/table/{table}/{sys_id}", _unreachable)
@@ -653,9 +668,10 @@ class ServiceNowEmulator:
         )
         self._record(recorded)
 
-        if self.latency > 0:
+        refusal = self.throttling.refusal(request, auth.user)
+        if self.latency > 0 and refusal is None:
             await asyncio.sleep(self.latency)
-        fault = self._take_fault(method, table, request.path, request.query)
+        fault = refusal or self._take_fault(method, table, request.path, request.query)
         if fault is not None:
             recorded.fault = fault.kind
 
@@ -704,6 +720,7 @@ class ServiceNowEmulator:
             return response
         response.headers["Date"] = self.wall_clock.http_date()
         response.headers["X-Transaction-ID"] = transaction_id
+        response.headers.update(self.throttling.headers(request))
         response.headers["X-Is-Logged-In"] = "true" if auth.user else "false"
         for name, value in _STATIC_HEADERS.items():
             response.headers.setdefault(name, value)
@@ -1119,6 +1136,33 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--demo-data", action="store_true", help="seed users, a group, a CI and incidents"
     )
+    parser.add_argument(
+        "--capacity-slots",
+        type=int,
+        default=0,
+        help="requests served at once, each taking --latency (default 0: no limit)",
+    )
+    parser.add_argument(
+        "--capacity-queue", type=int, default=50, help="requests queued beyond them (default 50)"
+    )
+    parser.add_argument(
+        "--capacity-retry-after",
+        type=int,
+        default=1,
+        help="Retry-After of the 429 when the queue is full (default 1)",
+    )
+    parser.add_argument(
+        "--rate-limit",
+        type=int,
+        default=None,
+        help="a rate-limit rule for all users: requests per window per user (default: none)",
+    )
+    parser.add_argument(
+        "--rate-limit-window",
+        type=int,
+        default=3600,
+        help="the rule's window in seconds (default 3600, an hourly rule)",
+    )
     return parser.parse_args(argv)
 
 
@@ -1130,6 +1174,16 @@ async def _serve(args: argparse.Namespace) -> None:
         port=args.port,
         latency=args.latency,
         invalid_query=InvalidQueryPolicy(args.invalid_query),
+        capacity=(
+            Capacity(args.capacity_slots, args.capacity_queue, args.capacity_retry_after)
+            if args.capacity_slots
+            else None
+        ),
+        rate_limit_rules=(
+            [RateLimitRule(args.rate_limit, args.rate_limit_window)]
+            if args.rate_limit is not None
+            else []
+        ),
     )
     if args.demo_data:
         emulator.seed_demo_data()

@@ -7,7 +7,6 @@ ServiceNow.
 
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from types import TracebackType
 from typing import Any, Final
 
 import httpx
@@ -19,6 +18,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 from pyzeebe import Job
 
 from servicenow_worker import __version__
+from servicenow_worker.http_transport import WrappingTransport
 from servicenow_worker.metrics import outcome_label
 from servicenow_worker.outcome import Outcome
 
@@ -116,13 +116,13 @@ class JobSpan:
             self._span.set_status(StatusCode.ERROR)
 
 
-class TracedTransport(httpx.AsyncBaseTransport):
+class TracedTransport(WrappingTransport):
     """A client span per request, from sending until the answer's headers (as OpenTelemetry's
     own httpx instrumentation does), with `traceparent` sent. The URL is recorded without its
     query: a ServiceNow query holds process data."""
 
     def __init__(self, inner: httpx.AsyncBaseTransport, tracer: trace.Tracer) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self._tracer = tracer
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
@@ -148,18 +148,3 @@ class TracedTransport(httpx.AsyncBaseTransport):
                 span.set_attribute("error.type", str(response.status_code))
                 span.set_status(StatusCode.ERROR)
             return response
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
-
-    async def __aenter__(self) -> "TracedTransport":
-        await self._inner.__aenter__()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None = None,
-        exc_value: BaseException | None = None,
-        traceback: TracebackType | None = None,
-    ) -> None:
-        await self._inner.__aexit__(exc_type, exc_value, traceback)

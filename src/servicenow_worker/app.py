@@ -24,6 +24,7 @@ from pyzeebe.grpc_internals.zeebe_adapter import ZeebeAdapter
 from servicenow_worker import __version__, tracing
 from servicenow_worker.auth import Authenticator, TokenCache
 from servicenow_worker.camunda_documents import DocumentStore
+from servicenow_worker.flow_control import FlowControl, FlowSettings
 from servicenow_worker.handler import JobHandler
 from servicenow_worker.health import HealthServer
 from servicenow_worker.http_transport import AiohttpTransport, NoCookieJar
@@ -111,12 +112,28 @@ def _pooled_client(settings: Settings, transport: httpx.AsyncBaseTransport) -> h
     )
 
 
+def build_flow_control(settings: Settings, metrics: WorkerMetrics | None = None) -> FlowControl:
+    """The worker's destinations (docs/contract.md §12), reported in `metrics`."""
+    flow = FlowControl(
+        FlowSettings(
+            max_concurrency=settings.servicenow_max_concurrency,
+            adaptive=settings.servicenow_adaptive_concurrency,
+            retry_after_cap=settings.servicenow_retry_after_cap,
+        ),
+        metrics,
+    )
+    if metrics is not None:
+        metrics.watch_destinations(flow)
+    return flow
+
+
 def build_handler(
     settings: Settings,
     http: httpx.AsyncClient,
     secrets: Mapping[str, str] | None = None,
     tokens: TokenCache | None = None,
     documents: DocumentStore | None = None,
+    flow: FlowControl | None = None,
 ) -> JobHandler:
     return JobHandler(
         table_client=TableClient(
@@ -125,6 +142,7 @@ def build_handler(
             attempt_timeout=settings.servicenow_connect_timeout + settings.servicenow_read_timeout,
             # OAuth tokens live as long as the worker, shared by all its jobs.
             authenticator=Authenticator(http, tokens if tokens is not None else TokenCache()),
+            flow=flow if flow is not None else build_flow_control(settings),
         ),
         rules=InputRules(
             url_template=settings.servicenow_url_template,
@@ -183,7 +201,14 @@ async def open_worker(
         try:
             pump = JobPump(
                 ZeebeAdapter(channel, max_connection_retries=-1),
-                build_handler(settings, http, secrets, tokens, documents),
+                build_handler(
+                    settings,
+                    http,
+                    secrets,
+                    tokens,
+                    documents,
+                    build_flow_control(settings, metrics),
+                ),
                 pump_settings(settings),
                 metrics,
             )

@@ -34,6 +34,7 @@ from servicenow_worker.errors import (
     INVALID_RESPONSE,
     TIMEOUT,
     AuthenticationFailed,
+    ServiceNowThrottled,
     ServiceNowUnavailable,
 )
 from servicenow_worker.inputs import (
@@ -73,9 +74,14 @@ NO_FLOW: Final = httpx.Auth()
 
 @dataclass(frozen=True, slots=True)
 class Credentials:
-    """What one job's requests carry: fixed headers, or an auth flow that adds a bearer token."""
+    """What one job's requests carry: fixed headers, or an auth flow that adds a bearer token.
+
+    `identity` tells credentials apart without holding them (a salted digest): flow control keeps
+    one destination per base URL and identity.
+    """
 
     headers: Mapping[str, str]
+    identity: bytes
     flow: httpx.Auth = NO_FLOW
 
 
@@ -207,12 +213,16 @@ class Authenticator:
     def credentials(self, request: DestinationInputs) -> Credentials:
         auth = request.authentication
         if isinstance(auth, BasicAuthentication):
-            return Credentials({"Authorization": basic_header(auth)})
+            header = basic_header(auth)
+            return Credentials({"Authorization": header}, _fingerprint(header))
         if isinstance(auth, ApiKeyAuthentication):
-            return Credentials({"x-sn-apikey": auth.api_key.get_secret_value()})
+            key = auth.api_key.get_secret_value()
+            return Credentials({"x-sn-apikey": key}, _fingerprint("x-sn-apikey", key))
         if isinstance(auth, BearerAuthentication):
-            return Credentials({"Authorization": "Bearer " + auth.token.get_secret_value()})
-        return Credentials({}, OAuthFlow(self, _grant(request.base_url, auth)))
+            header = "Bearer " + auth.token.get_secret_value()
+            return Credentials({"Authorization": header}, _fingerprint(header))
+        grant = _grant(request.base_url, auth)
+        return Credentials({}, _identity(grant.key), OAuthFlow(self, grant))
 
     async def obtain(self, grant: _Grant, refresh: str | None) -> Token:
         """A token for `grant`: by its refresh token when there is one, else by the grant itself."""
@@ -273,7 +283,7 @@ class Authenticator:
                 )
                 return token
         if status in {408, 429} or status >= 500 or status < 400:
-            raise ServiceNowUnavailable(
+            raise (ServiceNowThrottled if status == 429 else ServiceNowUnavailable)(
                 INVALID_RESPONSE if status < 400 else str(status),
                 f"ServiceNow's token endpoint answered {status} to the {kind} grant"
                 + (
@@ -322,6 +332,12 @@ def _grant(base_url: str, auth: OAuthClientCredentials | OAuthPassword) -> _Gran
         form["scope"] = auth.scope
     describe = f"the client_credentials grant (clientId {auth.client_id})"
     return _Grant(key, form, secret, describe, CLIENT_CREDENTIALS_HINT)
+
+
+def _identity(key: TokenKey) -> bytes:
+    return _fingerprint(
+        key.client_id, key.grant, key.username or "", key.scope or "", key.fingerprint.hex()
+    )
 
 
 def _fingerprint(*secrets: str) -> bytes:

@@ -12,8 +12,10 @@
     │                                fail with retries 0 (code AUTH_FAILED)
     ├── DocumentRefused              Camunda's document store refused a document for good
     │                                (unknown or expired, hash mismatch, too large, 4xx): retries 0
-    └── ServiceNowUnavailable        408, 429, 5xx, timeouts, dropped connections, non-JSON 200:
+    └── ServiceNowUnavailable        408, 5xx, timeouts, dropped connections, non-JSON 200:
         │                            fail with retries - 1 after a back-off
+        ├── ServiceNowThrottled      429, or no turn before the job's deadline (flow control):
+        │                            fail with retries unchanged after a back-off
         └── DocumentStoreUnavailable the same faults of Camunda's document store
 
 Each error carries the `code` that an `errorExpression` sees as `error.code`: the HTTP status as a
@@ -36,6 +38,8 @@ TOO_MANY_ATTACHMENTS: Final = "TOO_MANY_ATTACHMENTS"
 NOT_CONFIGURED: Final = "NOT_CONFIGURED"
 TOO_MANY_RECORDS: Final = "TOO_MANY_RECORDS"
 BATCH_UNSERVICED: Final = "BATCH_UNSERVICED"
+#: The worker held the request back (flow control, docs/contract.md §12) until the job's deadline.
+THROTTLED: Final = "THROTTLED"
 
 
 class WorkerError(Exception):
@@ -131,3 +135,8 @@ class DocumentRefused(WorkerError):
 
 class DocumentStoreUnavailable(ServiceNowUnavailable):
     """Camunda's document store failed in a way that may pass (5xx, timeouts, broken streams)."""
+
+
+class ServiceNowThrottled(ServiceNowUnavailable):
+    """ServiceNow is busy: it answered 429, or the request's turn did not come before the job's
+    deadline. The job is retried without spending one of its retries (docs/contract.md §12)."""

@@ -15,7 +15,8 @@ import contextlib
 import http.cookiejar
 import ssl
 from collections.abc import AsyncIterator, Iterator
-from typing import Final
+from types import TracebackType
+from typing import Final, Self
 
 import aiohttp
 import httpx
@@ -39,6 +40,29 @@ class NoCookieJar(http.cookiejar.CookieJar):
 
     def extract_cookies(self, response: object, request: object) -> None:
         pass
+
+
+class WrappingTransport(httpx.AsyncBaseTransport):
+    """A transport that does something around another one's requests (timing, tracing), and hands
+    its life cycle on to it."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self._inner = inner
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+    async def __aenter__(self) -> Self:
+        await self._inner.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None = None,
+        exc_value: BaseException | None = None,
+        traceback: TracebackType | None = None,
+    ) -> None:
+        await self._inner.__aexit__(exc_type, exc_value, traceback)
 
 
 class AiohttpTransport(httpx.AsyncBaseTransport):

@@ -2,8 +2,10 @@
 
 Every labelled series is created up front (so it reads 0 before the first event, and `rate()` and
 alerts work from the start) and kept in a dict, so a job costs a few dict lookups and counter
-increments, with no label parsing. Label values come from fixed sets only: an operation is one of
-`create`/`read`/`update`/`delete` or `unknown`, never a table name, sys_id or free text.
+increments, with no label parsing. Label values come from fixed sets only (an operation is one of
+`create`/`read`/`update`/`delete` or `unknown`, never a table name, sys_id or free text), except
+`destination`: the ServiceNow base URL a job resolved to (validated; it never holds credentials),
+whose series appear when the worker first sends to it.
 
 The registry is the worker's own (several workers can live in one test process); `/metrics` also
 serves the process-wide default registry: process CPU, memory and file descriptors, Python's GC,
@@ -12,8 +14,7 @@ and stamina's `stamina_retries_total` (in-process ServiceNow retries, see docs/o
 
 import re
 import time
-from collections.abc import Mapping
-from types import TracebackType
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Final, Protocol
 
 import httpx
@@ -26,8 +27,11 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from servicenow_worker import __version__, errors
+from servicenow_worker.http_transport import WrappingTransport
 from servicenow_worker.inputs import Operation, resolve_operation
 from servicenow_worker.outcome import Complete, Fail, Outcome, ThrowError
 
@@ -38,6 +42,8 @@ STATUS_CLASSES: Final = ("2xx", "3xx", "4xx", "5xx", "error")
 # The Table API operation each HTTP method carries out (an idempotency lookup is a read).
 METHOD_OPERATIONS: Final = {"POST": "create", "GET": "read", "PATCH": "update", "DELETE": "delete"}
 REQUEST_BUCKETS: Final = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+WAIT_BUCKETS: Final = (0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+THROTTLE_STATUSES: Final = ("429", "503")
 NOT_REPORTED_REASONS: Final = ("job_gone", "gateway_unavailable")
 # Error codes whose series exist from the start (alerts use them); others appear when first seen.
 ERROR_CODES: Final = (
@@ -64,6 +70,17 @@ class PumpView(Protocol):
 
     gateway_failures: int
     last_gateway_contact: float | None
+
+
+class DestinationView(Protocol):
+    """What the gauges read from a flow-control destination at scrape time."""
+
+    base_url: str
+    limit: float
+    in_flight: int
+
+    @property
+    def waiting(self) -> int: ...
 
 
 class WorkerMetrics:
@@ -158,6 +175,20 @@ class WorkerMetrics:
             "Failed ActivateJobs calls since the gateway last answered.",
             registry=registry,
         )
+        self._throttled = Counter(
+            "servicenow_worker_servicenow_throttled",
+            "Answers of ServiceNow that throttled the worker (429, 503), by destination (the "
+            "base URL) and status.",
+            ["destination", "status"],
+            registry=registry,
+        )
+        self._wait_seconds = Histogram(
+            "servicenow_worker_servicenow_wait_seconds",
+            "Time each request to ServiceNow waited for its turn (flow control), by destination.",
+            ["destination"],
+            buckets=WAIT_BUCKETS,
+            registry=registry,
+        )
         self._last_contact = Gauge(
             "servicenow_worker_gateway_last_contact_timestamp_seconds",
             "Unix time the gateway last answered an ActivateJobs call (0: never).",
@@ -171,6 +202,17 @@ class WorkerMetrics:
         self._in_flight.set_function(lambda: pump.jobs_in_flight)
         self._failures_in_a_row.set_function(lambda: pump.gateway_failures)
         self._last_contact.set_function(lambda: _wall_clock(pump.last_gateway_contact))
+
+    def watch_destinations(self, destinations: Iterable[DestinationView]) -> None:
+        """Report limit, in flight and waiting of each destination whenever metrics are scraped."""
+        self.registry.register(_DestinationCollector(destinations))
+
+    def destination(self, base_url: str) -> "DestinationMetrics":
+        """The throttle counter and wait histogram of one destination (flow_control.py asks)."""
+        return DestinationMetrics(
+            {status: self._throttled.labels(base_url, status) for status in THROTTLE_STATUSES},
+            self._wait_seconds.labels(base_url),
+        )
 
     def job_activated(self) -> None:
         self._activated.inc()
@@ -207,6 +249,59 @@ class WorkerMetrics:
     def exposition(self) -> bytes:
         """The text format of this worker's metrics and the process-wide ones."""
         return generate_latest(self.registry) + generate_latest(REGISTRY)
+
+
+class DestinationMetrics:
+    """One destination's series, looked up once when the destination is first used."""
+
+    __slots__ = ("_throttled", "_waited")
+
+    def __init__(self, throttled: Mapping[str, Counter], waited: Histogram) -> None:
+        self._throttled = throttled
+        self._waited = waited
+
+    def throttled(self, status: int) -> None:
+        self._throttled[str(status)].inc()
+
+    def waited(self, seconds: float) -> None:
+        self._waited.observe(seconds)
+
+
+class _DestinationCollector(Collector):
+    """The flow-control gauges, summed per base URL (over the credentials used with it)."""
+
+    def __init__(self, destinations: Iterable[DestinationView]) -> None:
+        self._destinations = destinations
+
+    def collect(self) -> Iterator[Metric]:
+        gauges = {
+            "limit": GaugeMetricFamily(
+                "servicenow_worker_servicenow_concurrency_limit",
+                "Requests the worker lets run at once toward a destination (adapted between 1 "
+                "and SERVICENOW_MAX_CONCURRENCY).",
+                labels=["destination"],
+            ),
+            "in_flight": GaugeMetricFamily(
+                "servicenow_worker_servicenow_requests_in_flight",
+                "Requests sent to a destination and not yet answered.",
+                labels=["destination"],
+            ),
+            "waiting": GaugeMetricFamily(
+                "servicenow_worker_servicenow_requests_waiting",
+                "Requests waiting for their turn (over the limit, or the destination paused).",
+                labels=["destination"],
+            ),
+        }
+        totals: dict[str, list[float]] = {}
+        for destination in self._destinations:
+            sums = totals.setdefault(destination.base_url, [0.0, 0.0, 0.0])
+            sums[0] += int(destination.limit)
+            sums[1] += destination.in_flight
+            sums[2] += destination.waiting
+        for base_url, values in totals.items():
+            for gauge, value in zip(gauges.values(), values, strict=True):
+                gauge.add_metric([base_url], value)
+        yield from gauges.values()
 
 
 def operation_label(headers: Mapping[str, Any], variables: Mapping[str, Any]) -> str:
@@ -259,11 +354,11 @@ def _wall_clock(monotonic_moment: float | None) -> float:
     return time.time() - (time.monotonic() - monotonic_moment)
 
 
-class _TimedTransport(httpx.AsyncBaseTransport):
+class _TimedTransport(WrappingTransport):
     """Times each request from sending to the end of its body (or to the error that ended it)."""
 
     def __init__(self, inner: httpx.AsyncBaseTransport, metrics: WorkerMetrics) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self._metrics = metrics
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
@@ -283,21 +378,6 @@ class _TimedTransport(httpx.AsyncBaseTransport):
             started,
         )
         return response
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
-
-    async def __aenter__(self) -> "_TimedTransport":
-        await self._inner.__aenter__()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None = None,
-        exc_value: BaseException | None = None,
-        traceback: TracebackType | None = None,
-    ) -> None:
-        await self._inner.__aexit__(exc_type, exc_value, traceback)
 
 
 class _TimedStream(httpx.AsyncByteStream):

@@ -9,6 +9,7 @@ from servicenow_worker import feel
 from servicenow_worker.errors import (
     ExpressionFailed,
     ResultTooLarge,
+    ServiceNowThrottled,
     ServiceNowUnavailable,
     WorkerError,
 )
@@ -152,11 +153,15 @@ def _default_failure(
 ) -> Fail:
     if not isinstance(error, ServiceNowUnavailable):
         return Fail(_limited(error.message), retries=0)
-    retries = max(job_retries - 1, 0)
+    # A busy ServiceNow slows processes down; it never uses up their retries (docs/contract.md §12).
+    throttled = isinstance(error, ServiceNowThrottled)
+    retries = job_retries if throttled else max(job_retries - 1, 0)
     backoff = options.retry_backoff if options else timedelta(seconds=30)
     if error.retry_after is not None:
         backoff = max(backoff, timedelta(seconds=min(error.retry_after, retry_after_cap)))
     then = f"will be retried in {_seconds(backoff)}" if retries else "no retries left"
+    if throttled:
+        then = f"retries unchanged, {then}"
     return Fail(_limited(f"{error.message} ({then})"), retries=retries, backoff=backoff)
 
 

@@ -15,7 +15,6 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from email.utils import parsedate_to_datetime
 from functools import partial
 from typing import Any, Final, Generic, TypeVar
 from urllib.parse import quote, urlencode
@@ -28,10 +27,19 @@ from servicenow_worker.auth import Authenticator, TokenCache
 from servicenow_worker.errors import (
     CONNECTION_ERROR,
     INVALID_RESPONSE,
+    THROTTLED,
     TIMEOUT,
     InputError,
     ServiceNowRejected,
+    ServiceNowThrottled,
     ServiceNowUnavailable,
+)
+from servicenow_worker.flow_control import (
+    Destination,
+    FlowControl,
+    FlowSettings,
+    http_date,
+    parse_retry_after,
 )
 from servicenow_worker.inputs import DestinationInputs, Operation, RecordRequest
 
@@ -151,11 +159,14 @@ class TableClient:
         retry: RetryPolicy,
         attempt_timeout: float,
         authenticator: Authenticator | None = None,
+        flow: FlowControl | None = None,
     ) -> None:
         self._http = http
         self._retry = retry
         # The composition root passes one with the worker's token cache; tests may leave it out.
         self._authenticator = authenticator or Authenticator(http, TokenCache())
+        # The composition root's, with the worker's settings and metrics.
+        self._flow = flow or FlowControl(FlowSettings())
         # The longest one attempt can take (connect + read timeouts): no attempt starts unless it
         # can finish before the job's deadline.
         self._attempt_timeout = attempt_timeout
@@ -180,6 +191,7 @@ class TableClient:
         # Once per job, not per attempt: the credential headers and (OAuth) the token flow.
         credentials = self._authenticator.credentials(destination)
         headers = {**_content_headers(call), **credentials.headers}
+        target = self._flow.destination(destination.base_url, credentials.identity)
         answer_lost = False
         budget = deadline - time.monotonic() - self._attempt_timeout - self._retry.wait_max
         once_only = budget <= 0 or isinstance(call.body, Upload)
@@ -194,7 +206,7 @@ class TableClient:
         async for attempt in retrying:
             with attempt:
                 try:
-                    return await self._send_once(call, headers, credentials.flow)
+                    return await self._send_once(call, headers, credentials.flow, target, deadline)
                 except ServiceNowRejected as rejected:
                     if method == "DELETE" and rejected.status == 404 and answer_lost:
                         # The earlier attempt deleted it; only its answer was lost.
@@ -208,8 +220,8 @@ class TableClient:
 
     def _may_retry(self, method: str, error: Exception) -> bool | float:
         """Whether (and when) to try again: never a create that ServiceNow may have taken."""
-        if not isinstance(error, ServiceNowUnavailable):
-            return False
+        if not isinstance(error, ServiceNowUnavailable) or error.code == THROTTLED:
+            return False  # THROTTLED: the job's deadline came first
         retry_after = error.retry_after
         if retry_after is not None and retry_after > IN_PROCESS_WAIT_LIMIT:
             return False
@@ -232,17 +244,25 @@ class TableClient:
             await answer.aclose()
 
     async def _send_once(
-        self, call: ApiCall[Answer], headers: dict[str, str], auth: httpx.Auth | None
+        self,
+        call: ApiCall[Answer],
+        headers: dict[str, str],
+        auth: httpx.Auth | None,
+        target: Destination,
+        deadline: float,
     ) -> Answer:
         """One HTTP attempt. Every request to ServiceNow (Table, Aggregate, Batch, Attachment;
-        JSON, streamed upload or streamed download) passes here once per try: the one place for
-        what each attempt must do."""
+        JSON, streamed upload or streamed download) passes here once per try, in its destination's
+        turn (flow_control.py), which it waits for only as long as the answer could still come
+        before `deadline`. A streamed download gives its turn back once its headers have come."""
         content = call.body.chunks if isinstance(call.body, Upload) else call.body
-        with _translate_transport_errors():
+        turn = await target.turn(deadline - self._attempt_timeout)
+        with turn, _translate_transport_errors():
             request = self._http.build_request(
                 call.method, call.url, content=content, headers=headers
             )
             response = await self._http.send(request, auth=auth, stream=call.streamed)
+            turn.answered(response.status_code, response.headers)
         if not call.streamed:
             return call.answer(response)
         try:
@@ -377,7 +397,7 @@ def table_response(request: RecordRequest, response: httpx.Response) -> TableRes
         total_count=count,
         has_more=_has_more(request, response, count),
         body_bytes=len(response.content),
-        server_time=_http_date(response.headers.get("Date")),
+        server_time=http_date(response.headers.get("Date")),
     )
 
 
@@ -453,7 +473,7 @@ def status_error(what: str, response: httpx.Response) -> ServiceNowRejected | Se
     message = f"ServiceNow answered {status} to {what}{_error_text(body)}"
     variables = {"status": status, "body": body}
     if status in RETRYABLE_STATUSES or status >= 500:
-        return ServiceNowUnavailable(
+        return (ServiceNowThrottled if status == 429 else ServiceNowUnavailable)(
             str(status),
             message,
             status=status,
@@ -476,21 +496,3 @@ def _error_text(body: Any) -> str:
         return ""
     parts = [str(error[key]) for key in ("message", "detail") if error.get(key)]
     return (": " + " - ".join(parts))[: DETAIL_LIMIT + 2] if parts else ""
-
-
-def _http_date(value: str | None) -> datetime | None:
-    try:
-        return parsedate_to_datetime(value) if value else None
-    except (TypeError, ValueError):
-        return None
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds to wait, from `Retry-After` in seconds or as an HTTP date; None when absent or bad."""
-    if value is None:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    moment = _http_date(value)
-    return None if moment is None else max(0.0, moment.timestamp() - time.time())

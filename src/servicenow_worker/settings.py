@@ -88,6 +88,10 @@ class Settings(BaseSettings):
     servicenow_read_timeout: float = Field(default=30.0, gt=0)
     servicenow_retry_after_cap: float = Field(default=3600.0, ge=0)
     servicenow_retry_attempts: int = Field(default=3, ge=1, le=10)
+    # Flow control (docs/contract.md §12, docs/flow-control.md): requests at once per destination.
+    servicenow_max_concurrency: int = Field(default=32, ge=1, le=10_000)
+    # false: the limit stays at SERVICENOW_MAX_CONCURRENCY (pauses still apply).
+    servicenow_adaptive_concurrency: bool = True
     # Mutual TLS to ServiceNow and the roots it is verified with (docs/authentication.md).
     servicenow_client_cert: Path | None = None
     servicenow_client_key: Path | None = None

@@ -83,7 +83,10 @@ async def test_metrics_move_by_the_jobs_the_worker_did(
     deleted = gateway.create_job(
         JOB_TYPE, {**job_variables(table="incident", sysId=sys_id)}, {"operation": "delete"}
     )
-    # Retry-After beyond the in-process limit: the job fails with retries left (Zeebe retries it).
+    for key in (missing, invalid, deleted):
+        await gateway.wait_for_outcomes(key, 1)
+    # Retry-After beyond the in-process limit: the job fails with its retries (Zeebe retries it),
+    # and the destination pauses (so this one comes last).
     servicenow.inject(Fault.rate_limited(retry_after=600, method="PATCH", times=1))
     updated = gateway.create_job(
         JOB_TYPE,
@@ -91,8 +94,7 @@ async def test_metrics_move_by_the_jobs_the_worker_did(
         {},
         retries=3,
     )
-    for key in (missing, invalid, deleted, updated):
-        await gateway.wait_for_outcomes(key, 1)
+    await gateway.wait_for_outcomes(updated, 1)
 
     after = await scrape(health.port)
     changed = delta(before, after)
@@ -111,6 +113,19 @@ async def test_metrics_move_by_the_jobs_the_worker_did(
         (requests, frozenset({("operation", "delete"), ("status_class", "5xx")})): 1,
         (requests, frozenset({("operation", "delete"), ("status_class", "2xx")})): 1,
         (requests, frozenset({("operation", "update"), ("status_class", "4xx")})): 1,
+        (
+            "servicenow_worker_servicenow_throttled_total",
+            frozenset({("destination", servicenow.base_url), ("status", "429")}),
+        ): 1,
+        (
+            "servicenow_worker_servicenow_throttled_total",
+            frozenset({("destination", servicenow.base_url), ("status", "503")}),
+        ): 1,
+        # Every request took its turn: create, read, delete twice, update.
+        (
+            "servicenow_worker_servicenow_wait_seconds_count",
+            frozenset({("destination", servicenow.base_url)}),
+        ): 5,
         # The code errorExpression would see: ServiceNow's status, or the worker's own.
         (errors, frozenset({("code", "404")})): 1,
         (errors, frozenset({("code", "INVALID_INPUT")})): 1,
@@ -126,6 +141,8 @@ async def test_metrics_move_by_the_jobs_the_worker_did(
             in {
                 "stamina_retries_total",
                 "servicenow_worker_gateway_last_contact_timestamp_seconds",
+                "servicenow_worker_servicenow_wait_seconds_sum",
+                "servicenow_worker_servicenow_concurrency_limit",
             }
             or name.startswith(("process_", "python_"))
         ), name
@@ -147,6 +164,10 @@ async def test_metrics_move_by_the_jobs_the_worker_did(
         == 1
     )
     assert value(after, "servicenow_worker_jobs_in_flight") == 0
+    destination = {"destination": servicenow.base_url}
+    assert value(after, "servicenow_worker_servicenow_requests_in_flight", **destination) == 0
+    assert value(after, "servicenow_worker_servicenow_requests_waiting", **destination) == 0
+    assert 1 <= value(after, "servicenow_worker_servicenow_concurrency_limit", **destination) <= 32
     assert value(after, "servicenow_worker_max_jobs_in_flight") == 128
     assert value(after, "servicenow_worker_info", version="0.1.0") == 1
 

@@ -13,6 +13,8 @@ from servicenow_worker.app import open_worker
 from servicenow_worker.settings import Settings
 from servicenow_worker.zeebe import JobPump
 
+from .worker_process import WorkerProcess
+
 JOB_TYPE = "servicenow:1"
 USER = "camunda"
 PASSWORD = 'Pa55:w"rd ö€'
@@ -91,3 +93,30 @@ async def _run_job(gateway: ZeebeGatewayEmulator, start_worker: StartWorker) -> 
 def job_variables(**inputs: Any) -> dict[str, Any]:
     """The variables a template-built task sends: instance is not needed with the emulator URL."""
     return {"authentication": AUTH, **inputs}
+
+
+Spawn = Callable[..., WorkerProcess]
+
+
+@pytest.fixture(name="spawn")
+async def _spawn(servicenow: ServiceNowEmulator) -> AsyncIterator[Spawn]:
+    """Worker processes (the console script) for the emulators, killed when the test ends."""
+    processes: list[WorkerProcess] = []
+
+    def spawn(zeebe_address: str, **settings: str) -> WorkerProcess:
+        defaults = {
+            "ZEEBE_ADDRESS": zeebe_address,
+            "SERVICENOW_URL_TEMPLATE": servicenow.base_url,
+            "WORKER_POLL_TIMEOUT": "0.5",
+            "HEALTH_PORT": "0",
+            "SERVICENOW_CONNECT_TIMEOUT": "2",
+            "SERVICENOW_READ_TIMEOUT": "5",
+            "WORKER_JOB_TIMEOUT": "30",
+        }
+        process = WorkerProcess(**{**defaults, **settings})
+        processes.append(process)
+        return process
+
+    yield spawn
+    for process in processes:
+        await process.kill()

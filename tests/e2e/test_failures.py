@@ -180,12 +180,14 @@ class TestRetryable:
     async def test_rate_limit_backoff_from_retry_after(
         self, run_job: RunJob, servicenow: ServiceNowEmulator
     ) -> None:
-        """A 429 with a long Retry-After fails with that back-off, not retryBackoff."""
+        """A 429 with a long Retry-After fails with that back-off, not retryBackoff, and keeps
+        the job's retries (docs/contract.md §12)."""
         servicenow.inject(Fault.rate_limited(retry_after=90, method="GET"))
         outcome = await run_job(job_variables(operation="read", table="incident"))
-        assert (outcome.kind, outcome.retries, outcome.retry_backoff_ms) == ("fail", 2, 90_000)
+        assert (outcome.kind, outcome.retries, outcome.retry_backoff_ms) == ("fail", 3, 90_000)
         assert "ServiceNow answered 429" in outcome.error_message
         assert "Rate limit exceeded" in outcome.error_message
+        assert outcome.error_message.endswith("(retries unchanged, will be retried in 90 s)")
 
     async def test_read_retried_in_process(
         self, run_job: RunJob, servicenow: ServiceNowEmulator

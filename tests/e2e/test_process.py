@@ -1,43 +1,16 @@
 """The console script as an operator runs it: start-up, lost gateway, logs, signals, exit codes."""
 
 import signal
-from collections.abc import AsyncIterator, Callable
 
 import pytest
 
 from servicenow_emulators.table_api import Fault, ServiceNowEmulator
 from servicenow_emulators.zeebe_gateway import ZeebeGatewayEmulator, free_port
 
-from .conftest import JOB_TYPE, PASSWORD, job_variables
-from .worker_process import WorkerProcess
+from .conftest import JOB_TYPE, PASSWORD, Spawn, job_variables
 
 CREATE = job_variables(operation="create", table="incident", payload={"short_description": "x"})
 JOB_FIELDS = {"job_key", "process_instance_key", "element_id", "operation", "table"}
-
-Spawn = Callable[..., WorkerProcess]
-
-
-@pytest.fixture(name="spawn")
-async def _spawn(servicenow: ServiceNowEmulator) -> AsyncIterator[Spawn]:
-    processes: list[WorkerProcess] = []
-
-    def spawn(zeebe_address: str, **settings: str) -> WorkerProcess:
-        defaults = {
-            "ZEEBE_ADDRESS": zeebe_address,
-            "SERVICENOW_URL_TEMPLATE": servicenow.base_url,
-            "WORKER_POLL_TIMEOUT": "0.5",
-            "HEALTH_PORT": "0",
-            "SERVICENOW_CONNECT_TIMEOUT": "2",
-            "SERVICENOW_READ_TIMEOUT": "5",
-            "WORKER_JOB_TIMEOUT": "30",
-        }
-        process = WorkerProcess(**{**defaults, **settings})
-        processes.append(process)
-        return process
-
-    yield spawn
-    for process in processes:
-        await process.kill()
 
 
 async def test_gateway_down_at_start_then_up(spawn: Spawn, servicenow: ServiceNowEmulator) -> None:

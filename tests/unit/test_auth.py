@@ -128,6 +128,42 @@ class TestHeaders:
         assert headers["Authorization"] == "Bearer abc.def"
 
 
+class TestIdentity:
+    """Flow control keys destinations by the credentials' identity: a digest, never a secret."""
+
+    def identity(self, authentication: dict[str, Any]) -> bytes:
+        http = httpx.AsyncClient()
+        return Authenticator(http, TokenCache()).credentials(request(authentication)).identity
+
+    @pytest.mark.parametrize(
+        "authentication",
+        [
+            {"username": "camunda", "password": "p-secret"},
+            {"type": "api-key", "apiKey": "p-secret"},
+            {"type": "bearer", "token": "p-secret"},
+            PASSWORD_AUTH,
+            CLIENT_AUTH,
+        ],
+    )
+    def test_same_credentials_same_identity_without_the_secret(
+        self, authentication: dict[str, Any]
+    ) -> None:
+        identity = self.identity(authentication)
+        assert identity == self.identity(dict(authentication))
+        assert len(identity) == 16
+        assert b"secret" not in identity
+
+    def test_another_secret_another_identity(self) -> None:
+        identities = {
+            self.identity({"username": "camunda", "password": "one"}),
+            self.identity({"username": "camunda", "password": "two"}),
+            self.identity({**CLIENT_AUTH, "clientSecret": "other"}),
+            self.identity(CLIENT_AUTH),
+            self.identity(PASSWORD_AUTH),
+        }
+        assert len(identities) == 5
+
+
 KEY = TokenKey(BASE, "cid", "password", "camunda", None, b"x")
 
 

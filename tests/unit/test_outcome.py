@@ -10,6 +10,7 @@ from servicenow_worker.errors import (
     InputError,
     ResultTooLarge,
     ServiceNowRejected,
+    ServiceNowThrottled,
     ServiceNowUnavailable,
     WorkerError,
 )
@@ -52,6 +53,18 @@ class TestFailures:
         assert result.backoff == timedelta(seconds=45)
         shorter = fail_for(ServiceNowUnavailable("429", "limited", retry_after=2))
         assert shorter.backoff == timedelta(seconds=10)
+
+    @pytest.mark.parametrize("retries", [3, 1])
+    def test_throttling_spends_no_retry(self, retries: int) -> None:
+        """A 429, or no turn before the deadline, keeps the job's retries (docs/contract.md §12),
+        with the back-off until the destination accepts again."""
+        result = fail_for(
+            ServiceNowThrottled("429", "ServiceNow answered 429", retry_after=45), retries
+        )
+        assert (result.retries, result.backoff) == (retries, timedelta(seconds=45))
+        assert result.message == (
+            "ServiceNow answered 429 (retries unchanged, will be retried in 45 s)"
+        )
 
     def test_retry_after_is_capped(self) -> None:
         """An absurd Retry-After is capped by the operator's setting."""

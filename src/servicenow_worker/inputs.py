@@ -418,23 +418,21 @@ def _field_list(value: Any) -> Any:
     return cleaned
 
 
+def counted(value: Any, ceiling: int, why: str = "") -> int:
+    """A whole number from 1 to `ceiling`, as an integer input gives it (text, a number)."""
+    number = _integer(value)
+    if number is None or not 1 <= number <= ceiling:
+        raise ValueError(f"must be an integer from 1 to {ceiling} (got {value!r}{why})")
+    return number
+
+
 def _page_size(value: Any, info: ValidationInfo) -> int:
-    rules = _rules(info)
-    limit = _integer(value)
-    if limit is None or not 1 <= limit <= rules.max_limit:
-        raise ValueError(f"must be an integer from 1 to {rules.max_limit} (got {value!r})")
-    return limit
+    return counted(value, _rules(info).max_limit)
 
 
 def _record_count(value: Any, info: ValidationInfo) -> int:
-    rules = _rules(info)
-    count = _integer(value)
-    if count is None or not 1 <= count <= rules.max_records:
-        raise ValueError(
-            f"must be an integer from 1 to {rules.max_records} (got {value!r}; the operator's "
-            "SERVICENOW_MAX_RECORDS is the ceiling)"
-        )
-    return count
+    why = "; the operator's SERVICENOW_MAX_RECORDS is the ceiling"
+    return counted(value, _rules(info).max_records, why)
 
 
 def _not_negative(value: Any) -> int:

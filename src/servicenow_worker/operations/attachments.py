@@ -43,6 +43,7 @@ from servicenow_worker.inputs import (
     PageSize,
     SysId,
     TableName,
+    counted,
 )
 from servicenow_worker.operations.family import JobContext, OperationFamily
 from servicenow_worker.servicenow import (
@@ -207,12 +208,7 @@ def _attachment_query(value: Any) -> Any:
 
 
 def _max_attachments(value: Any) -> int:
-    number = value if isinstance(value, int) and not isinstance(value, bool) else None
-    if isinstance(value, str) and value.strip().isdigit():
-        number = int(value)
-    if number is None or not 1 <= number <= MAX_ATTACHMENTS_LIMIT:
-        raise ValueError(f"must be an integer from 1 to {MAX_ATTACHMENTS_LIMIT} (got {value!r})")
-    return number
+    return counted(value, MAX_ATTACHMENTS_LIMIT)
 
 
 DocumentInput = Annotated[Documents, BeforeValidator(_documents)]

@@ -67,6 +67,8 @@ TESTS: dict[str, list[str]] = {
 }
 # Container tests need an engine and minutes each; child-process tests: see the docstring.
 DESELECT = ["-m", "not container"]
+# What mutmut copies into mutants/ itself, and what a test never reads.
+OWN_COPIES = {"src", "tests", "pyproject.toml", ".git", ".venv", ".mutation", "mutants"}
 
 
 def module_path(module: str) -> str:
@@ -97,6 +99,18 @@ def prepare(module: str) -> Path:
     return where
 
 
+def link_repository_files(mutants: Path) -> None:
+    """Tests that read the repository's files (deploy/, docs/, the Dockerfile, node_modules) find
+    them beside mutmut's copy of src/ and tests/: linked, not copied (node_modules is large).
+    mutmut writes src/, tests/ and pyproject.toml itself, so those are never links."""
+    mutants.mkdir(exist_ok=True)
+    for entry in ROOT.iterdir():
+        link = mutants / entry.name
+        if entry.name in OWN_COPIES or link.exists() or link.is_symlink():
+            continue
+        link.symlink_to(entry)
+
+
 def _toml(settings: dict[str, object]) -> str:
     lines = []
     for key, value in settings.items():
@@ -120,6 +134,7 @@ def main() -> int:
     where = prepare(args.module)
     if args.fresh:
         shutil.rmtree(where / "mutants", ignore_errors=True)
+    link_repository_files(where / "mutants")
     mutmut = str(Path(sys.executable).with_name("mutmut"))
     # Fewer Hypothesis examples: a surviving mutant runs every property test that calls it.
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "HYPOTHESIS_PROFILE": "mutation"}

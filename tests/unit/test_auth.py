@@ -767,6 +767,14 @@ class TestOAuthCalls:
                 7.0,
             ),
             (
+                # an HTTP date (here: past) as Retry-After, as for the Table API (contract §6)
+                httpx.Response(503, headers={"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}),
+                ServiceNowUnavailable,
+                "503",
+                "",
+                0.0,
+            ),
+            (
                 httpx.Response(503, headers={"Retry-After": "soon"}),
                 ServiceNowUnavailable,
                 "503",
@@ -790,6 +798,7 @@ class TestOAuthCalls:
             "429",
             "500",
             "503-seconds",
+            "503-date",
             "503-bad-retry-after",
             "302-login",
             "200-html",

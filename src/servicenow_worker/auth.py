@@ -37,6 +37,7 @@ from servicenow_worker.errors import (
     ServiceNowThrottled,
     ServiceNowUnavailable,
 )
+from servicenow_worker.flow_control import parse_retry_after
 from servicenow_worker.inputs import (
     ApiKeyAuthentication,
     BasicAuthentication,
@@ -411,8 +412,8 @@ def _error_text(response: httpx.Response) -> str:
 
 
 def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("Retry-After", "").strip()
-    return float(value) if value.isdigit() else None
+    # In seconds or as an HTTP date, as for the Table API (docs/contract.md §6).
+    return parse_retry_after(response.headers.get("Retry-After"))
 
 
 def _token(response: httpx.Response, started: float, refresh: str | None) -> Token | None:

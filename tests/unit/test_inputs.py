@@ -227,6 +227,18 @@ class TestBoundariesAndMessages:
             f"limit must be an integer from 1 to 1000 (got {limit!r})"
         )
 
+    @pytest.mark.parametrize(("count", "expected"), [(1, 1), ("10000", 10_000)])
+    def test_max_records_up_to_the_operators_ceiling(self, count: Any, expected: int) -> None:
+        read_all = parse(operation="read", returnAll=True, maxRecords=count)
+        assert read_all.max_records == expected
+
+    def test_max_records_over_the_ceiling_names_the_setting(self) -> None:
+        """The author learns that the ceiling is the operator's, not a ServiceNow limit."""
+        assert problem(operation="read", returnAll=True, maxRecords=10_001) == (
+            "maxRecords must be an integer from 1 to 10000 (got 10001; the operator's "
+            "SERVICENOW_MAX_RECORDS is the ceiling)"
+        )
+
     @pytest.mark.parametrize(("offset", "expected"), [(0, 0), ("0", 0), (1, 1)])
     def test_offset_from_zero(self, offset: Any, expected: int) -> None:
         assert parse(operation="read", offset=offset).offset == expected

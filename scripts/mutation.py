@@ -63,7 +63,17 @@ TESTS: dict[str, list[str]] = {
     "zeebe": ["tests/e2e/test_guarantees.py", "tests/e2e/test_failures.py"],
     "settings": ["tests/unit", "tests/security/test_host_allow_list.py", "tests/deploy"],
     "template": ["tests/template/test_generation.py", "tests/template/test_agreement.py"],
-    "operations": ["tests/unit/test_operations.py", "tests/e2e/test_operations.py"],
+    "operations": [
+        "tests/unit/test_operations.py",
+        "tests/unit/test_more_from_one_task.py",
+        "tests/unit/test_attachment_inputs.py",
+        "tests/e2e/test_operations.py",
+        "tests/e2e/test_read_all.py",
+        "tests/e2e/test_aggregate.py",
+        "tests/e2e/test_batch.py",
+        "tests/e2e/test_changes.py",
+        "tests/e2e/test_attachments.py",
+    ],
 }
 # Container tests need an engine and minutes each; child-process tests: see the docstring.
 DESELECT = ["-m", "not container"]

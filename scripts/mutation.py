@@ -57,6 +57,7 @@ TESTS: dict[str, list[str]] = {
     "auth": ["tests/unit/test_auth.py", "tests/security", "tests/e2e/test_authentication.py"],
     "idempotency": [
         "tests/e2e/test_guarantees.py",
+        "tests/e2e/test_batch.py",
         "tests/retries",
         "tests/unit/test_operations.py",
     ],

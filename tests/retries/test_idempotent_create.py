@@ -69,8 +69,11 @@ async def test_a_second_delivery_returns_the_record_with_display_values(
     assert {
         "event": "create_deduplicated",
         "idempotency_field": "correlation_id",
+        "records": 1,
         "log_level": "info",
-    } in [{k: e.get(k) for k in ("event", "idempotency_field", "log_level")} for e in logs]
+    } in [
+        {k: e.get(k) for k in ("event", "idempotency_field", "records", "log_level")} for e in logs
+    ]
     assert (response["status"], response["deduplicated"]) == (200, True)
     assert response["result"]["sys_id"] == created["sys_id"]
     assert len(servicenow.records("incident")) == 1

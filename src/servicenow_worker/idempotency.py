@@ -93,6 +93,5 @@ def _lookup(request: RecordRequest, field: str, keys: Sequence[str]) -> RecordRe
             "offset": 0,
             "fields": fields,
             "payload": None,
-            "return_all": False,
         }
     )

@@ -4,7 +4,6 @@ the generator refuses a model and a presentation that do not fit together."""
 import dataclasses
 import re
 import runpy
-import sys
 import warnings
 from datetime import timedelta
 from pathlib import Path
@@ -195,16 +194,18 @@ def test_command_names_the_problem(
 
 
 def run_as_command(*args: str) -> int:
-    """`python -m servicenow_worker.template ARGS` in this process: the module runs afresh, as in
-    a new interpreter, so the looks built at import come from the code under test too."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(sys, "argv", ["python -m servicenow_worker.template", *args])
-        with warnings.catch_warnings():
-            # runpy notes that the package already imported the module: harmless here.
-            warnings.simplefilter("ignore", RuntimeWarning)
-            with pytest.raises(SystemExit) as exited:
-                runpy.run_module("servicenow_worker.template", run_name="__main__")
-    code = exited.value.code
+    """`python -m servicenow_worker.template ARGS`, in this process: the module runs afresh, as in
+    a new interpreter, so the looks it builds at import come from the code under test too."""
+    with warnings.catch_warnings():
+        # runpy notes that the package already imported the module: harmless here.
+        warnings.simplefilter("ignore", RuntimeWarning)
+        fresh = runpy.run_module(
+            "servicenow_worker.template", run_name="servicenow_worker.template"
+        )
+    try:
+        code = fresh["main"](list(args))
+    except SystemExit as exited:  # --help
+        code = exited.code
     assert isinstance(code, int)
     return code
 

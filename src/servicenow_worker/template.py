@@ -93,7 +93,6 @@ class Look:
     kind: Kind = "String"
     feel: Feel | None = None
     placeholder: str | None = None
-    tooltip: str | None = None
     value: str | bool | None = None
     # Labels of the values the model allows (Dropdown), keyed by value.
     choice_labels: Mapping[str, str] | None = None
@@ -974,8 +973,6 @@ def _property(
     prop: dict[str, Any] = {"id": property_id, "label": look.label}
     if look.description:
         prop["description"] = look.description
-    if look.tooltip:
-        prop["tooltip"] = look.tooltip
     prop["group"] = look.group
     prop["type"] = look.kind
     value = look.value if value is None else value

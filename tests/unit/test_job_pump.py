@@ -456,6 +456,28 @@ class TestPolling:
         await start(ScriptedHandler(), poll_timeout=0.05)
         await gateway.wait_for_rpc("ActivateJobs", 8)
 
+    async def test_a_job_activated_again_while_still_running_holds_two_slots(
+        self, gateway: ZeebeGatewayEmulator, start: Start, logs: Logs
+    ) -> None:
+        # A job that outlives WORKER_JOB_TIMEOUT is activated again, here to the same worker:
+        # both runs take a slot and the stop waits for both, whichever ends first.
+        hold = asyncio.Event()
+        handler = ScriptedHandler(hold=hold)
+        running = await start(handler, job_timeout=0.3, max_jobs_in_flight=2)
+        key = gateway.create_job(JOB_TYPE, {"operation": "read"})
+        first, again = await handler.entered.get(), await handler.entered.get()
+        assert first.key == again.key == key
+        assert running.sample("servicenow_worker_jobs_in_flight") == 2
+        logs.on_event["worker_draining"] = hold.set
+        running.pump.request_stop()
+        await running.run
+        assert [e["jobs_in_flight"] for e in logs.named("worker_draining")] == [2]
+        # The first report completes the job; the second finds it gone.
+        assert len(logs.named("job_completed")) == 1
+        assert len(logs.named("job_gone_before_report")) == 1
+        assert logs.names()[-1] == "worker_stopped"
+        assert running.pump.jobs_in_flight == 0
+
 
 class TestGatewayErrors:
     """docs/operations.md: gateway_unreachable, gateway_reachable; the loop never gives up."""

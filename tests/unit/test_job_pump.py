@@ -43,6 +43,11 @@ class ScriptedHandler:
     seen: list[JobView] = field(default_factory=list)
     entered: asyncio.Queue[JobView] = field(default_factory=asyncio.Queue)
 
+    async def next_job(self) -> JobView:
+        """The next job the handler is given (bounded: a broken loop may never give one)."""
+        async with asyncio.timeout(WAIT_S):
+            return await self.entered.get()
+
     async def handle(self, job: JobView) -> Outcome:
         self.seen.append(job)
         self.entered.put_nowait(job)
@@ -92,6 +97,12 @@ class Running:
     pump: JobPump
     run: asyncio.Task[None]
     metrics: WorkerMetrics
+
+    async def stopped(self) -> None:
+        """Wait for `run` to return (or raise), bounded: a broken loop may never end."""
+        done, _ = await asyncio.wait({self.run}, timeout=WAIT_S)
+        assert done, "the job loop did not end"
+        await self.run
 
     def sample(self, name: str, **labels: str) -> float:
         """One sample of the worker's /metrics, as Prometheus would scrape it (0 when absent)."""
@@ -156,9 +167,13 @@ async def _start(gateway: ZeebeGatewayEmulator) -> AsyncIterator[Start]:
         yield start
         for running in runs:
             running.pump.request_stop(at_once=True)
+            done, _ = await asyncio.wait({running.run}, timeout=WAIT_S)
+            if not done:
+                running.run.cancel()
             # A test that expected a DrainTimeout has seen it already.
-            with contextlib.suppress(DrainTimeout):
+            with contextlib.suppress(DrainTimeout, asyncio.CancelledError):
                 await running.run
+            assert done, "the job loop did not end when stopped at once"
 
 
 def job_context(snapshot_key: int, gateway: ZeebeGatewayEmulator) -> dict[str, Any]:
@@ -265,7 +280,7 @@ class TestOutcomes:
         key = gateway.create_job(
             JOB_TYPE, {"operation": "read"}, {"h": "1"}, retries=5, bpmn_process_id="p-1"
         )
-        seen = await handler.entered.get()
+        seen = await handler.next_job()
         job = gateway.job(key)  # while activated: its deadline is set
         assert seen == JobView(
             key=key,
@@ -423,12 +438,12 @@ class TestPolling:
         handler = ScriptedHandler(hold=hold)
         running = await start(handler, max_jobs_in_flight=2)
         first = gateway.create_job(JOB_TYPE, {"operation": "read"})
-        await handler.entered.get()
+        await handler.next_job()
         await gateway.wait_for_long_polls(JOB_TYPE)
         assert gateway.activate_requests[-1].max_jobs_to_activate == 1
         assert running.sample("servicenow_worker_jobs_in_flight") == 1
         second = gateway.create_job(JOB_TYPE, {"operation": "read"})
-        await handler.entered.get()
+        await handler.next_job()
         # Both slots taken: no request for zero jobs, none at all until one is free.
         third = gateway.create_job(JOB_TYPE, {"operation": "read"})
         hold.set()
@@ -436,7 +451,7 @@ class TestPolling:
         assert {o.kind for o in outcomes.values()} == {"complete"}
         assert all(r.max_jobs_to_activate >= 1 for r in gateway.activate_requests)
         running.pump.request_stop(at_once=True)
-        await running.run
+        await running.stopped()
         assert running.sample("servicenow_worker_jobs_in_flight") == 0
         assert running.sample("servicenow_worker_jobs_activated_total") == 3
 
@@ -465,12 +480,12 @@ class TestPolling:
         handler = ScriptedHandler(hold=hold)
         running = await start(handler, job_timeout=0.3, max_jobs_in_flight=2)
         key = gateway.create_job(JOB_TYPE, {"operation": "read"})
-        first, again = await handler.entered.get(), await handler.entered.get()
+        first, again = await handler.next_job(), await handler.next_job()
         assert first.key == again.key == key
         assert running.sample("servicenow_worker_jobs_in_flight") == 2
         logs.on_event["worker_draining"] = hold.set
         running.pump.request_stop()
-        await running.run
+        await running.stopped()
         assert [e["jobs_in_flight"] for e in logs.named("worker_draining")] == [2]
         # The first report completes the job; the second finds it gone.
         assert len(logs.named("job_completed")) == 1
@@ -567,8 +582,7 @@ class TestGatewayErrors:
         running = await start(ScriptedHandler(), poll_timeout=30.0, shutdown_grace_period=60.0)
         await logs.wait_for("gateway_unreachable", 2)
         running.pump.request_stop()
-        async with asyncio.timeout(WAIT_S):
-            await running.run
+        await running.stopped()
         assert logs.names()[-1] == "worker_stopped"
 
 
@@ -583,10 +597,10 @@ class TestStop:
         handler = ScriptedHandler(hold=hold)
         running = await start(handler, poll_timeout=0.5)
         key = gateway.create_job(JOB_TYPE, {"operation": "read"})
-        await handler.entered.get()
+        await handler.next_job()
         running.pump.request_stop()
         logs.on_event["worker_draining"] = hold.set
-        await running.run
+        await running.stopped()
         assert gateway.job(key).outcomes[0].kind == "complete"
         stop_events = [
             without_time(e)
@@ -611,7 +625,7 @@ class TestStop:
         running = await start(ScriptedHandler(), poll_timeout=0.2)
         await gateway.wait_for_long_polls(JOB_TYPE)
         running.pump.request_stop()
-        await running.run
+        await running.stopped()
         assert [without_time(e) for e in logs.entries if e["event"].startswith("worker_stop")][
             -1
         ] == {"event": "worker_stopped", "log_level": "info", "jobs_left": 0}
@@ -625,7 +639,7 @@ class TestStop:
         await gateway.wait_for_long_polls(JOB_TYPE)
         running.pump.request_stop()
         key = gateway.create_job(JOB_TYPE, {"operation": "read"}, retries=4)
-        await running.run
+        await running.stopped()
         [handed_back] = gateway.job(key).outcomes
         assert (
             handed_back.kind,
@@ -646,15 +660,14 @@ class TestStop:
         # A long-poll of a minute and a grace period of a minute: only the cancel ends it soon.
         running = await start(handler, poll_timeout=60.0, shutdown_grace_period=60.0)
         key = gateway.create_job(JOB_TYPE, {"operation": "read"})
-        await handler.entered.get()
+        await handler.next_job()
         await gateway.wait_for_long_polls(JOB_TYPE)
         running.pump.request_stop()
         running.pump.request_stop()
         running.pump.request_stop()  # a third changes nothing more
         await gateway.wait_until(lambda: gateway.long_polls_waiting(JOB_TYPE) == 0)
         hold.set()
-        async with asyncio.timeout(WAIT_S):
-            await running.run
+        await running.stopped()
         assert gateway.job(key).outcomes[0].kind == "complete"
         assert [without_time(e) for e in logs.named("worker_stopping_now")] == [
             {"event": "worker_stopping_now", "log_level": "info", "jobs_in_flight": 1}
@@ -667,8 +680,7 @@ class TestStop:
         running = await start(ScriptedHandler(), poll_timeout=60.0, shutdown_grace_period=60.0)
         await gateway.wait_for_long_polls(JOB_TYPE)
         running.pump.request_stop(at_once=True)
-        async with asyncio.timeout(WAIT_S):
-            await running.run
+        await running.stopped()
         assert [e["event"] for e in logs.entries if e["event"].startswith("worker_stop")] == [
             "worker_stopping",
             "worker_stopping_now",
@@ -683,8 +695,7 @@ class TestStop:
         running = await start(ScriptedHandler(), poll_timeout=60.0, shutdown_grace_period=0.3)
         await gateway.wait_for_long_polls(JOB_TYPE)
         running.pump.request_stop()
-        async with asyncio.timeout(WAIT_S):
-            await running.run
+        await running.stopped()
 
     async def test_jobs_left_at_the_end_of_the_grace_period_are_named(
         self, gateway: ZeebeGatewayEmulator, start: Start, logs: Logs
@@ -695,11 +706,11 @@ class TestStop:
         handler = ScriptedHandler(hold=hold)
         running = await start(handler, shutdown_grace_period=0.0)
         key = gateway.create_job(JOB_TYPE, {"operation": "read"})
-        await handler.entered.get()
+        await handler.next_job()
         logs.on_event["worker_draining"] = hold.set
         running.pump.request_stop()
         with pytest.raises(DrainTimeout, match=r"^1 jobs still in flight after the grace period$"):
-            await running.run
+            await running.stopped()
         [left] = logs.named("worker_stopped_with_jobs_left")
         assert without_time(left) == {
             "event": "worker_stopped_with_jobs_left",

@@ -61,7 +61,14 @@ TESTS: dict[str, list[str]] = {
         "tests/retries",
         "tests/unit/test_operations.py",
     ],
-    "zeebe": ["tests/e2e/test_guarantees.py", "tests/e2e/test_failures.py"],
+    "zeebe": [
+        "tests/unit/test_job_pump.py",
+        "tests/e2e/test_guarantees.py",
+        "tests/e2e/test_failures.py",
+        "tests/e2e/test_tracing.py",
+        "tests/deploy/test_connection_modes.py",
+        "tests/deploy/test_health_metrics.py",
+    ],
     "settings": ["tests/unit", "tests/security/test_host_allow_list.py", "tests/deploy"],
     "template": ["tests/template/test_generation.py", "tests/template/test_agreement.py"],
     "operations": [

@@ -68,7 +68,9 @@ class JobPump:
         self._adapter = adapter
         self._handler = handler
         self._settings = settings
-        self._in_flight: dict[int, asyncio.Task[None]] = {}
+        # Task -> job key: a job activated again while its first run is still going (it outlived
+        # its timeout) runs twice under one key, and each run holds a slot until it ends.
+        self._in_flight: dict[asyncio.Task[None], int] = {}
         self._slot_freed = asyncio.Event()
         self._stopping = asyncio.Event()
         self._cancel_poll = asyncio.Event()
@@ -174,11 +176,11 @@ class JobPump:
             task = asyncio.create_task(self._hand_back(job))
         else:
             task = asyncio.create_task(self._execute(job))
-        self._in_flight[job.key] = task
-        task.add_done_callback(lambda _: self._finished(job.key))
+        self._in_flight[task] = job.key
+        task.add_done_callback(self._finished)
 
-    def _finished(self, job_key: int) -> None:
-        self._in_flight.pop(job_key, None)
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        del self._in_flight[task]
         self._slot_freed.set()
 
     async def _execute(self, job: Job) -> None:
@@ -265,7 +267,7 @@ class JobPump:
                 )
 
     async def _drain(self) -> None:
-        pending = set(self._in_flight.values())
+        pending = set(self._in_flight)
         if not pending:
             log.info("worker_stopped", jobs_left=0)
             return
@@ -273,7 +275,7 @@ class JobPump:
         grace_left = max(0.0, self._stop_deadline - time.monotonic())
         _, still_running = await asyncio.wait(pending, timeout=grace_left)
         if still_running:
-            left = sorted(self._in_flight)
+            left = sorted(self._in_flight.values())
             log.error("worker_stopped_with_jobs_left", jobs_left=len(left), job_keys=left)
             for task in still_running:
                 task.cancel()

@@ -19,7 +19,7 @@ from servicenow_emulators.table_api import ServiceNowEmulator
 from servicenow_emulators.zeebe_gateway import ZeebeGatewayEmulator
 from servicenow_worker import tracing
 
-from .conftest import JOB_TYPE, PASSWORD, USER, RunJob, job_variables
+from .conftest import JOB_TYPE, PASSWORD, USER, RunJob, StartWorker, job_variables
 from .worker_process import WorkerProcess
 
 
@@ -153,6 +153,21 @@ async def test_every_job_has_its_own_trace(spans: SpanRecorder, run_job: RunJob)
     assert len({span.context.trace_id for span in jobs}) == 3
     for job in jobs:
         assert [span.kind for span in children(spans, job)] == [SpanKind.CLIENT]
+
+
+async def test_a_job_handed_back_at_the_stop_has_its_span(
+    spans: SpanRecorder, gateway: ZeebeGatewayEmulator, start_worker: StartWorker
+) -> None:
+    """A job that arrives after the stop is returned unrun; its span says so, without error."""
+    pump = await start_worker(worker_poll_timeout=30)
+    await gateway.wait_for_long_polls(JOB_TYPE)
+    pump.request_stop()
+    key = gateway.create_job(JOB_TYPE, job_variables(operation="read", table="incident"))
+    [job] = await spans.jobs(1)
+    assert job.attributes is not None
+    assert job.attributes["servicenow_worker.outcome"] == "handed_back"
+    assert job.attributes["camunda.job.key"] == key
+    assert job.status.status_code is StatusCode.UNSET
 
 
 @pytest.mark.parametrize(

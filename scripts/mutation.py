@@ -46,6 +46,7 @@ TESTS: dict[str, list[str]] = {
         "tests/e2e/test_operations.py",
         "tests/e2e/test_failures.py",
         "tests/e2e/test_guarantees.py",
+        "tests/e2e/test_read_all.py",
     ],
     "outcome": [
         "tests/unit/test_outcome.py",

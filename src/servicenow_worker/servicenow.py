@@ -420,7 +420,6 @@ async def _read_bounded(response: httpx.Response) -> httpx.Response:
         response.status_code,
         headers=headers,
         content=bytes(kept[:ERROR_BODY_LIMIT]),
-        request=response.request,
     )
 
 

@@ -2,16 +2,25 @@
 streamed uploads and downloads on the same path."""
 
 import asyncio
+import gzip
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import pytest
+import stamina.instrumentation
 from structlog.testing import capture_logs
 
-from servicenow_worker.errors import InputError, ServiceNowRejected, ServiceNowUnavailable
+from servicenow_worker.errors import (
+    InputError,
+    ServiceNowRejected,
+    ServiceNowThrottled,
+    ServiceNowUnavailable,
+)
+from servicenow_worker.flow_control import FlowControl, FlowSettings
 from servicenow_worker.inputs import InputRules, RecordRequest, parse_record_request
 from servicenow_worker.servicenow import (
     ERROR_BODY_LIMIT,
@@ -99,12 +108,18 @@ class TestAnswers:
             return httpx.Response(
                 200,
                 json={"result": [{"number": "INC1"}]},
-                headers={"X-Total-Count": "625", "Link": '<https://x>;rel="next"'},
+                headers={
+                    "X-Total-Count": "625",
+                    "Link": '<https://x>;rel="next"',
+                    "Date": "Wed, 02 Dec 2026 12:00:00 GMT",
+                },
             )
 
         response = await client(handler).send(
             request(operation="read", limit=1), deadline=deadline()
         )
+        # ServiceNow's own clock: what a change's conflict check compares against (changes.py).
+        assert response.server_time == datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
         assert response.as_variable() == {
             "status": 200,
             "result": [{"number": "INC1"}],
@@ -240,6 +255,27 @@ class TestInProcessRetries:
         )
         assert (response.status, calls) == (200, ["GET", "GET"])
 
+    async def test_waits_between_attempts_grow_from_wait_initial_with_jitter(self) -> None:
+        """The back-off stamina schedules (and logs, and counts) between attempts: wait_initial,
+        then doubled, each plus up to wait_initial of jitter so that workers retrying the same
+        instance do not come back at the same instant."""
+        waits: list[float] = []
+        previous = stamina.instrumentation.get_on_retry_hooks()
+        stamina.instrumentation.set_on_retry_hooks([lambda details: waits.append(details.wait_for)])
+        table_client = TableClient(
+            httpx.AsyncClient(transport=httpx.MockTransport(lambda _: httpx.Response(503))),
+            retry=RetryPolicy(attempts=3, wait_initial=0.01),
+            attempt_timeout=1,
+        )
+        try:
+            with pytest.raises(ServiceNowUnavailable):
+                await table_client.send(request(operation="read", sysId="1"), deadline=deadline())
+        finally:
+            stamina.instrumentation.set_on_retry_hooks(previous)
+        assert len(waits) == 2
+        assert 0.01 < waits[0] <= 0.02
+        assert 0.02 < waits[1] <= 0.03
+
     async def test_create_not_retried_after_502(self) -> None:
         """A create that ServiceNow may have processed is not sent twice in-process."""
         handler, calls = self.flaky(httpx.Response(502))
@@ -330,26 +366,29 @@ class TestStreamed:
             calls.append(req.headers["Accept"])
             if len(calls) == 1:
                 return httpx.Response(503)
-            return httpx.Response(200, content=b"file bytes")
+            return httpx.Response(
+                200, content=b"file bytes", headers={"Content-Type": "text/plain"}
+            )
 
         servicenow = client(handler)
         async with servicenow.download(
             request(operation="read"), self.FILE_URL, "download of a1", deadline=deadline()
         ) as answer:
             received = b"".join([chunk async for chunk in answer.chunks()])
-        assert (received, calls) == (b"file bytes", ["*/*", "*/*"])
+            content_type = answer.headers["Content-Type"]  # the attachment's, for the document
+        assert (received, calls, content_type) == (b"file bytes", ["*/*", "*/*"], "text/plain")
 
     async def test_refused_download_reads_a_bounded_error_body(self) -> None:
         """A 404 to a download is ServiceNow's error like any other, read from the first
-        ERROR_BODY_LIMIT bytes of its body only (what follows them would spoil the JSON)."""
+        ERROR_BODY_LIMIT bytes of its body only: of a 10 MB answer, no more is taken from the
+        connection (what follows them would spoil the JSON, and would be held for nothing)."""
         envelope = {"error": {"message": "No Record found", "detail": "gone"}}
-
-        def handler(_: httpx.Request) -> httpx.Response:
-            beyond = b" " * ERROR_BODY_LIMIT + b"never read"
-            return httpx.Response(404, content=json.dumps(envelope).encode() + beyond)
+        piece = 16 * 1024  # ERROR_BODY_LIMIT is four pieces exactly
+        first = json.dumps(envelope).encode().ljust(piece)
+        body = Pieces(first, *(b" " * piece for _ in range(639)))
 
         with pytest.raises(ServiceNowRejected) as caught:
-            async with client(handler).download(
+            async with client(lambda _: httpx.Response(404, stream=body)).download(
                 request(operation="read"), self.FILE_URL, "download of a1", deadline=deadline()
             ):
                 pass  # pragma: no cover - never opened
@@ -357,6 +396,149 @@ class TestStreamed:
             "ServiceNow answered 404 to download of a1: No Record found - gone"
         )
         assert caught.value.variables == {"status": 404, "body": envelope}
+        assert body.pulled == ERROR_BODY_LIMIT
+
+    @pytest.mark.parametrize("encoding", [None, "gzip"])
+    async def test_refused_download_keeps_servicenows_answer(self, encoding: str | None) -> None:
+        """A 429 to a download, its envelope arriving in pieces, compressed or not: the message
+        is ServiceNow's and its Retry-After becomes the job's back-off."""
+        envelope = json.dumps({"error": {"message": "Too many requests", "detail": "wait"}})
+        sent = gzip.compress(envelope.encode()) if encoding else envelope.encode()
+        headers = {"Retry-After": "30", "Content-Type": "application/json"}
+        if encoding:
+            headers["Content-Encoding"] = encoding
+
+        def handler(_: httpx.Request) -> httpx.Response:
+            pieces = [sent[i : i + 8] for i in range(0, len(sent), 8)]
+            return httpx.Response(429, headers=headers, stream=Pieces(*pieces))
+
+        with pytest.raises(ServiceNowThrottled) as caught:
+            async with client(handler).download(
+                request(operation="read"), self.FILE_URL, "download of a1", deadline=deadline()
+            ):
+                pass  # pragma: no cover - never opened
+        assert caught.value.message == (
+            "ServiceNow answered 429 to download of a1: Too many requests - wait"
+        )
+        assert caught.value.retry_after == 30
+
+    @pytest.mark.parametrize("status", [300, 302])
+    async def test_redirected_download_is_not_a_file(self, status: int) -> None:
+        """A redirect (a hibernating instance's login page) is refused as for any request, not
+        handed on as the file's content."""
+
+        def handler(_: httpx.Request) -> httpx.Response:
+            return httpx.Response(status, headers={"Location": "https://login.x/"}, content=b"<")
+
+        with pytest.raises(ServiceNowUnavailable) as caught:
+            async with client(handler, attempts=1).download(
+                request(operation="read"), self.FILE_URL, "download of a1", deadline=deadline()
+            ):
+                pass  # pragma: no cover - never opened
+        assert (caught.value.code, caught.value.status) == ("INVALID_RESPONSE", status)
+        assert caught.value.message.startswith(
+            "ServiceNow redirected download of a1 to https://login.x/"
+        )
+
+    @pytest.mark.parametrize(
+        ("length", "framing"),
+        [(3, {"Content-Length": "3"}), (None, {"Transfer-Encoding": "chunked"})],
+    )
+    async def test_upload_says_its_type_and_length(
+        self, length: int | None, framing: dict[str, str]
+    ) -> None:
+        """ServiceNow stores an attachment with the Content-Type it receives; a size known
+        beforehand goes as Content-Length, an unknown one as a chunked body."""
+        seen: list[httpx.Request] = []
+
+        async def handler(req: httpx.Request) -> httpx.Response:
+            await req.aread()
+            seen.append(req)
+            return httpx.Response(201, json={"result": {}})
+
+        async def chunks() -> AsyncIterator[bytes]:
+            yield b"ab"
+            yield b"c"
+
+        call = ApiCall(
+            "POST",
+            "https://dev1.service-now.com/api/now/attachment/file?file_name=a.txt",
+            "attach of a.txt",
+            lambda response: checked("attach of a.txt", response).status_code,
+            Upload(chunks(), content_type="text/plain", content_length=length),
+        )
+        await client(handler).call(request(operation="read"), call, deadline=deadline())
+        sent = seen[0].headers
+        assert (sent["Accept"], sent["Content-Type"]) == ("application/json", "text/plain")
+        assert {name: sent.get(name) for name in ("Content-Length", "Transfer-Encoding")} == {
+            "Content-Length": None,
+            "Transfer-Encoding": None,
+            **framing,
+        }
+        assert seen[0].content == b"abc"
+
+
+class Pieces(httpx.AsyncByteStream):
+    """An answer's body as it comes off the connection, counting what the worker took."""
+
+    def __init__(self, *pieces: bytes) -> None:
+        self._pieces: Iterator[bytes] = iter(pieces)
+        self.pulled = 0
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for piece in self._pieces:
+            self.pulled += len(piece)
+            yield piece
+
+
+class TestDestinations:
+    """Flow control's destinations (docs/contract.md §12), as requests reach them."""
+
+    async def test_one_destination_per_instance_and_user(self) -> None:
+        """Each instance, and each user on it, has its own limit and pause."""
+        flow = FlowControl(FlowSettings())
+        table_client = TableClient(
+            httpx.AsyncClient(
+                transport=httpx.MockTransport(lambda _: httpx.Response(200, json={"result": {}}))
+            ),
+            retry=RetryPolicy(),
+            attempt_timeout=1,
+            flow=flow,
+        )
+        for instance, user in [("dev1", "u"), ("dev1", "u"), ("dev1", "v"), ("dev2", "u")]:
+            authentication = {"username": user, "password": "p"}
+            read = request(
+                operation="read", sysId="1", instance=instance, authentication=authentication
+            )
+            await table_client.send(read, deadline=deadline())
+        assert sorted(destination.base_url for destination in flow) == [
+            "https://dev1.service-now.com",
+            "https://dev1.service-now.com",
+            "https://dev2.service-now.com",
+        ]
+
+    async def test_no_request_while_paused_past_the_deadline(self) -> None:
+        """ServiceNow asked for 5 s of quiet; a job due in 4 s, of which one attempt may take 3,
+        cannot be answered in time: it fails at once as THROTTLED, and nothing is sent."""
+        sent: list[httpx.Request] = []
+
+        def handler(req: httpx.Request) -> httpx.Response:
+            sent.append(req)
+            return httpx.Response(429, headers={"Retry-After": "5"})
+
+        table_client = TableClient(
+            httpx.AsyncClient(transport=httpx.MockTransport(handler)),
+            retry=RetryPolicy(attempts=1),
+            attempt_timeout=3,
+            flow=FlowControl(FlowSettings()),
+        )
+        read = request(operation="read", sysId="1")
+        with pytest.raises(ServiceNowThrottled):
+            await table_client.send(read, deadline=deadline())
+        with pytest.raises(ServiceNowThrottled) as caught:
+            await table_client.send(read, deadline=time.monotonic() + 4)
+        assert caught.value.code == "THROTTLED"
+        assert len(sent) == 1
 
 
 class TestRetryAfter:

@@ -418,6 +418,17 @@ def make_pki(directory: Path) -> Pki:
     )
 
 
+def encrypted_key(pki: Pki, path: Path, password: str) -> Path:
+    """The client key of `pki`, encrypted with `password` (AES-256) into `path`."""
+    subprocess.run(
+        ["openssl", "pkey", "-in", pki.client_key, "-aes256", "-passout", f"pass:{password}",
+         "-out", path],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    return path
+
+
 @pytest.fixture(name="pki", scope="module")
 def _pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     return make_pki(tmp_path_factory.mktemp("pki"))

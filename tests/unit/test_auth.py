@@ -5,7 +5,6 @@ import gc
 import hashlib
 import logging
 import re
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -39,7 +38,7 @@ from servicenow_worker.outcome import Fail, for_error
 from servicenow_worker.servicenow import RetryPolicy, TableClient
 from servicenow_worker.settings import Settings
 
-from ..e2e.test_authentication import Pki, make_pki
+from ..e2e.test_authentication import Pki, encrypted_key, make_pki
 
 RULES = InputRules("https://{instance}.service-now.com", ("*.service-now.com",), 1000)
 BASE = "https://dev1.service-now.com"
@@ -915,13 +914,7 @@ class TestTls:
 
     def test_encrypted_key_with_its_password(self, tmp_path: Path) -> None:
         pki = make_pki(tmp_path)
-        encrypted = tmp_path / "encrypted.key"
-        subprocess.run(
-            ["openssl", "pkey", "-in", pki.client_key, "-aes256", "-passout", "pass:k3y-pw",
-             "-out", encrypted],
-            check=True,
-            capture_output=True,
-        )  # fmt: skip
+        encrypted = encrypted_key(pki, tmp_path / "encrypted.key", "k3y-pw")
         context = tls_context(
             client_cert=pki.client_cert, client_key=encrypted, client_key_password="k3y-pw"
         )

@@ -4,7 +4,6 @@ certificate, and the secrets read from the environment."""
 
 import re
 import ssl
-import subprocess
 from pathlib import Path
 from typing import Final
 
@@ -14,7 +13,7 @@ from pydantic_core import PydanticUndefined
 from servicenow_worker.app import load_settings
 from servicenow_worker.settings import Settings
 
-from ..e2e.test_authentication import make_pki
+from ..e2e.test_authentication import encrypted_key, make_pki
 
 ROOT: Final = Path(__file__).resolve().parents[2]
 README: Final = ROOT / "README.md"
@@ -146,13 +145,7 @@ def test_tls_settings_present_the_client_certificate(
     """SERVICENOW_CLIENT_CERT, an encrypted SERVICENOW_CLIENT_KEY with its password and
     SERVICENOW_CA_BUNDLE: an instance that requires a client certificate accepts the worker's."""
     pki = make_pki(tmp_path)
-    encrypted = tmp_path / "encrypted.key"
-    subprocess.run(
-        ["openssl", "pkey", "-in", pki.client_key, "-aes256", "-passout", "pass:k3y-pw",
-         "-out", encrypted],
-        check=True,
-        capture_output=True,
-    )  # fmt: skip
+    encrypted = encrypted_key(pki, tmp_path / "encrypted.key", "k3y-pw")
     monkeypatch.setenv("SERVICENOW_CLIENT_CERT", str(pki.client_cert))
     monkeypatch.setenv("SERVICENOW_CLIENT_KEY", str(encrypted))
     monkeypatch.setenv("SERVICENOW_CLIENT_KEY_PASSWORD", "k3y-pw")

@@ -56,6 +56,22 @@ def deadline() -> float:
     return time.monotonic() + 60
 
 
+def attach_call(*, content_length: int | None) -> ApiCall[int]:
+    """An attach of a.txt whose 3 bytes ("abc") arrive in two chunks."""
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b"ab"
+        yield b"c"
+
+    return ApiCall(
+        "POST",
+        "https://dev1.service-now.com/api/now/attachment/file?file_name=a.txt",
+        "attach of a.txt",
+        lambda response: checked("attach of a.txt", response).status_code,
+        Upload(chunks(), content_type="text/plain", content_length=content_length),
+    )
+
+
 class TestBuildUrl:
     def test_query_keeps_spaces_and_carets(self) -> None:
         """The encoded query is sent as given: spaces stay spaces (%20), never stripped."""
@@ -344,17 +360,7 @@ class TestStreamed:
             calls.append(await req.aread())
             return httpx.Response(429, headers={"Retry-After": "0"})
 
-        async def chunks() -> AsyncIterator[bytes]:
-            yield b"ab"
-            yield b"c"
-
-        call = ApiCall(
-            "POST",
-            "https://dev1.service-now.com/api/now/attachment/file?file_name=a.txt",
-            "attach of a.txt",
-            lambda response: checked("attach of a.txt", response).status_code,
-            Upload(chunks(), content_type="text/plain", content_length=3),
-        )
+        call = attach_call(content_length=3)
         with pytest.raises(ServiceNowUnavailable) as caught:
             await client(handler).call(request(operation="read"), call, deadline=deadline())
         assert (caught.value.status, calls) == (429, [b"abc"])
@@ -456,17 +462,7 @@ class TestStreamed:
             seen.append(req)
             return httpx.Response(201, json={"result": {}})
 
-        async def chunks() -> AsyncIterator[bytes]:
-            yield b"ab"
-            yield b"c"
-
-        call = ApiCall(
-            "POST",
-            "https://dev1.service-now.com/api/now/attachment/file?file_name=a.txt",
-            "attach of a.txt",
-            lambda response: checked("attach of a.txt", response).status_code,
-            Upload(chunks(), content_type="text/plain", content_length=length),
-        )
+        call = attach_call(content_length=length)
         await client(handler).call(request(operation="read"), call, deadline=deadline())
         sent = seen[0].headers
         assert (sent["Accept"], sent["Content-Type"]) == ("application/json", "text/plain")
